@@ -1,0 +1,49 @@
+# afp_tf developer commands. `make run` and `make test` work on a fresh machine:
+# each creates .venv (Python >= 3.10) with the project installed, then does its job.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= lenet5_fashion_mnist
+WORKDIR ?= runs/$(CONFIG)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup data run test test-fast lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Offline Fashion-MNIST (IDX files) from Debian's package; TFDS users can skip this.
+data: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	@command -v apt-get >/dev/null || { echo "Install Fashion-MNIST IDX files into $(dir $(FASHION_MNIST)) (Debian package dataset-fashion-mnist)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+
+run: setup data
+	$(PY) -m afp_tf.main --config $(CONFIG) --workdir $(WORKDIR)
+
+test: setup
+	$(PY) -m pytest -n 2 --dist loadfile --timeout 900 -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow" -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check afp_tf tests export benchmarks configs
+	$(VENV)/bin/ruff format --check afp_tf tests export benchmarks configs
+
+format: setup
+	$(VENV)/bin/ruff check --fix afp_tf tests export benchmarks configs
+	$(VENV)/bin/ruff format afp_tf tests export benchmarks configs
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,257 @@
+"""The base experiment config (every default lives here), overrides and validation.
+
+Experiment files in ``configs/`` start from :func:`base_config` and change what differs.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+
+import ml_collections
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "lenet5_fashion_mnist"
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+RULES = ("scale_free", "linear")
+REMOVAL_MODES = ("all", "decayed")
+
+
+class ConfigError(ValueError):
+    """A config name, key or value is wrong; the message says how to fix it."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Returns the config with every key and its default."""
+    c = ml_collections.ConfigDict()
+    c.name = "experiment"
+    c.seed = 0
+    c.task = "classification"  # classification | detection
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "lenet5"
+    c.model.width = 1.0  # width multiplier (VGG width, MobileNet alpha); 1.0 = the paper's
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "fashion_mnist"
+    c.data.source = "auto"  # auto | tfds | local | synthetic (detection only)
+    c.data.data_dir = ""
+    c.data.tfds_data_dir = ""
+    c.data.download = True
+    c.data.val_fraction = 0.1
+    c.data.train_subset = 0
+    c.data.val_subset = 0
+    c.data.test_subset = 0
+    c.data.batch_size = 128
+    c.data.eval_batch_size = 256
+    c.data.augment = True
+    c.data.image_size = 0
+    c.data.channels = 0
+    c.data.seed = 0
+    c.data.imagenet_manual_dir = ""
+
+    c.train = ml_collections.ConfigDict()
+    c.train.strategy = "default"  # default | mirrored | multi_worker
+    c.train.optimizer = "sgd"  # sgd | adam | adamw
+    c.train.learning_rate = 0.01
+    c.train.momentum = 0.9
+    c.train.weight_decay = 0.0
+    c.train.baseline_epochs = 10
+    c.train.steps_per_epoch = 0  # 0 = a full pass over the training split
+    c.train.progress = True
+
+    c.orth = ml_collections.ConfigDict()
+    c.orth.beta = 1e-3  # strength of the orthogonality regulariser; 0 turns it off
+    c.orth.during_baseline = True
+
+    c.prune = ml_collections.ConfigDict()
+    c.prune.enabled = True
+    c.prune.tolerance = 0.01  # accepted drop of the validation metric (absolute, or relative)
+    c.prune.relative = False
+    c.prune.rule = "scale_free"  # scale_free | linear (the paper's)
+    c.prune.p_max = 0.2  # largest fraction of the prunable filters a round may target
+    c.prune.lambda_max = 1e-3  # largest targeted-l1 strength
+    c.prune.delta_w = 0.5  # linear rule: W_t = delta_w * R_t
+    c.prune.delta_lambda = 0.05  # linear rule: lambda_t = delta_lambda * R_t
+    c.prune.penalty_epochs = 1  # k: epochs of targeted-l1 training per round
+    c.prune.recovery_epochs = 2  # r: most epochs of recovery training per round
+    c.prune.max_rounds = 20
+    c.prune.macs_target = 0.0  # stop once MACs <= this fraction of the baseline; 0 = off
+    c.prune.min_filters = 1
+    c.prune.round_to = 1  # keep filter counts multiples of this (hardware rounding)
+    c.prune.normalize_importance = True
+    c.prune.removal = "all"  # all | decayed
+    c.prune.decay_fraction = 0.5
+    c.prune.finetune_epochs = 2
+    c.prune.max_failures = 2  # failed rounds (reverted, controller backs off) before stopping
+    c.prune.max_nonfinite_retries = 2
+    c.prune.learning_rate = 0.0  # 0 = train.learning_rate
+
+    c.export = ml_collections.ConfigDict()
+    c.export.enabled = True
+    c.export.formats = "all"  # comma-separated format names, or "all"
+    c.export.samples = 256
+    c.export.latency_runs = 50
+    return c
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads ``NAME[:ARG]`` from ``configs/NAME.py`` (or a path to a .py file) and validates it."""
+    name, _, arg = spec.partition(":")
+    path = Path(name)
+    if path.suffix != ".py":
+        path = CONFIG_DIR / f"{name}.py"
+    if not path.is_file():
+        known = available_configs()
+        hint = difflib.get_close_matches(name, known, n=1)
+        raise ConfigError(
+            f"No config named {name!r} (looked for {path})."
+            + (f" Did you mean {hint[0]!r}?" if hint else "")
+            + f" Available: {', '.join(known)}."
+        )
+    spec_obj = importlib.util.spec_from_file_location(f"afp_tf_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec_obj)
+    spec_obj.loader.exec_module(module)
+    cfg = module.get_config(arg or None)
+    validate(cfg)
+    return cfg
+
+
+def available_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+    """Applies ``a.b=value`` overrides in place, typed like the existing value.
+
+    Raises:
+      ConfigError: unknown key (with a suggestion) or a value of the wrong type.
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"Override {item!r} must look like --config.{key}=VALUE.")
+        parent, leaf = _resolve(cfg, key)
+        old = parent[leaf]
+        parent[leaf] = _coerce(key, raw, old)
+    validate(cfg)
+
+
+def _resolve(cfg: ml_collections.ConfigDict, key: str):
+    node, parts = cfg, key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            hint = difflib.get_close_matches(part, known, n=1)
+            where = ".".join(parts[:depth]) or "the config"
+            raise ConfigError(
+                f"Unknown config key {key!r}: {where} has no {part!r}."
+                + (f" Did you mean {'.'.join(parts[:depth] + [hint[0]])!r}?" if hint else "")
+            )
+        if depth == len(parts) - 1:
+            return node, part
+        node = node[part]
+    raise AssertionError("unreachable")
+
+
+def _coerce(key: str, raw: str, old):
+    if isinstance(old, ml_collections.ConfigDict):
+        raise ConfigError(f"{key!r} is a section; set one of its keys: {', '.join(old.keys())}.")
+    if isinstance(old, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{key!r} takes true or false, not {raw!r}.")
+    if isinstance(old, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"{key!r} takes a {type(old).__name__}, not {raw!r}.") from None
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if old is not None and not isinstance(value, type(old)):
+        raise ConfigError(f"{key!r} takes a {type(old).__name__}, not {raw!r}.")
+    return value
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_choice(key: str, value: str, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        hint = difflib.get_close_matches(value, choices, n=1)
+        raise ConfigError(
+            f"{key}={value!r} is not one of {', '.join(choices)}."
+            + (f" Did you mean {hint[0]!r}?" if hint else "")
+        )
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Checks values a run would otherwise fail on much later.
+
+    Raises:
+      ConfigError: naming the key, the bad value and the accepted range.
+    """
+    missing = [k for k in base_config().keys() if k not in cfg]
+    _check(not missing, f"Config is missing sections {missing}; start it from base_config().")
+    p = cfg.prune
+    _check_choice("train.strategy", cfg.train.strategy, STRATEGIES)
+    _check_choice("prune.rule", p.rule, RULES)
+    _check_choice("prune.removal", p.removal, REMOVAL_MODES)
+    if p.relative:
+        _check(0 < p.tolerance < 1, f"prune.tolerance={p.tolerance} must be in (0, 1) when relative.")
+    else:
+        _check(
+            0 < p.tolerance < 1,
+            f"prune.tolerance={p.tolerance} must be in (0, 1): an absolute drop of the metric "
+            "(0.01 = one point of accuracy or mAP).",
+        )
+    _check(0 < p.p_max <= 1, f"prune.p_max={p.p_max} must be in (0, 1].")
+    _check(p.lambda_max >= 0, f"prune.lambda_max={p.lambda_max} must be >= 0.")
+    _check(p.max_rounds >= 0, f"prune.max_rounds={p.max_rounds} must be >= 0.")
+    _check(0 <= p.macs_target < 1, f"prune.macs_target={p.macs_target} must be in [0, 1).")
+    _check(p.min_filters >= 1, f"prune.min_filters={p.min_filters} must be >= 1.")
+    _check(p.round_to >= 1, f"prune.round_to={p.round_to} must be >= 1.")
+    _check(0 < p.decay_fraction <= 1, f"prune.decay_fraction={p.decay_fraction} not in (0, 1].")
+    for key in ("penalty_epochs", "recovery_epochs", "finetune_epochs"):
+        _check(p[key] >= 0, f"prune.{key}={p[key]} must be >= 0.")
+    _check(cfg.model.width > 0, f"model.width={cfg.model.width} must be > 0.")
+    _check(cfg.train.learning_rate > 0, "train.learning_rate must be > 0.")
+    _check(cfg.train.baseline_epochs >= 0, "train.baseline_epochs must be >= 0.")
+    _check(cfg.orth.beta >= 0, "orth.beta must be >= 0.")
+    _check(0 < cfg.data.val_fraction < 1, "data.val_fraction must be in (0, 1).")
+    _check(cfg.data.batch_size > 0, "data.batch_size must be > 0.")
+
+
+def quick(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a config to a smoke-test run: small subsets, few epochs and rounds."""
+    cfg.data.train_subset = 2048
+    cfg.data.val_subset = 512
+    cfg.data.test_subset = 512
+    cfg.train.baseline_epochs = 2
+    cfg.prune.max_rounds = 3
+    cfg.prune.recovery_epochs = 1
+    cfg.prune.finetune_epochs = 1
+    cfg.prune.tolerance = max(cfg.prune.tolerance, 0.05)
+    cfg.export.samples = 256
+    cfg.export.latency_runs = 10
+    return cfg
+
+
+def with_arg(cfg: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies a config file's ``:ARG``: ``quick`` for a smoke run, nothing for the full one."""
+    if arg in (None, "", "full"):
+        return cfg
+    if arg == "quick":
+        return quick(cfg)
+    raise ConfigError(f"Unknown config argument {arg!r}: use NAME or NAME:quick.")

@@ -1,0 +1,27 @@
+"""VGG-16 (CIFAR form, BatchNorm, 512-512-10 head) on CIFAR-10: the paper's headline setting.
+
+    python -m afp_tf.main --config vgg16_cifar10 --workdir runs/vgg16_cifar10
+    python -m afp_tf.main --config vgg16_cifar10:quick --workdir runs/quick
+
+Data: TFDS ``cifar10``, or CIFAR python batches via --config.data.data_dir=DIR. A GPU is advised.
+"""
+
+from afp_tf import config_lib
+
+
+def get_config(arg=None):
+    c = config_lib.base_config()
+    c.name = "vgg16_cifar10"
+    c.model.name = "vgg16"
+    c.data.name = "cifar10"
+    c.train.learning_rate = 0.05
+    c.train.weight_decay = 5e-4
+    c.train.baseline_epochs = 160
+    c.prune.tolerance = 0.01
+    c.prune.penalty_epochs = 2
+    c.prune.recovery_epochs = 5
+    c.prune.max_rounds = 30
+    c.prune.finetune_epochs = 20
+    if arg == "quick":
+        c.model.width = 0.25
+    return config_lib.with_arg(c, arg)

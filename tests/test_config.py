@@ -1,0 +1,77 @@
+"""Config loading, overrides and validation."""
+
+import pytest
+
+from afp_tf import config_lib
+from afp_tf.main import split_overrides
+
+
+def test_load_config_every_file_loads_and_validates():
+    names = config_lib.available_configs()
+    assert "lenet5_fashion_mnist" in names
+    for name in names:
+        cfg = config_lib.load_config(name)
+        assert cfg.name == name
+        quick = config_lib.load_config(f"{name}:quick")
+        assert 0 < quick.data.train_subset < 10_000
+
+
+def test_load_config_misspelt_name_suggests():
+    with pytest.raises(config_lib.ConfigError, match="Did you mean 'lenet5_mnist'"):
+        config_lib.load_config("lenet5_mnsit")
+
+
+def test_load_config_bad_argument_raises():
+    with pytest.raises(config_lib.ConfigError, match="NAME:quick"):
+        config_lib.load_config("lenet5_mnist:fast")
+
+
+def test_apply_overrides_types_follow_defaults():
+    cfg = config_lib.base_config()
+    config_lib.apply_overrides(
+        cfg, ["prune.tolerance=0.02", "train.baseline_epochs=3", "prune.relative=true",
+              "data.name=mnist", "prune.lambda_max=1"]
+    )
+    assert cfg.prune.tolerance == 0.02
+    assert cfg.train.baseline_epochs == 3
+    assert cfg.prune.relative is True
+    assert cfg.data.name == "mnist"
+    assert isinstance(cfg.prune.lambda_max, float)
+
+
+def test_apply_overrides_misspelt_key_suggests():
+    cfg = config_lib.base_config()
+    with pytest.raises(config_lib.ConfigError, match="Did you mean 'prune.tolerance'"):
+        config_lib.apply_overrides(cfg, ["prune.tolerence=0.02"])
+
+
+def test_apply_overrides_wrong_type_raises():
+    cfg = config_lib.base_config()
+    with pytest.raises(config_lib.ConfigError, match="takes a int"):
+        config_lib.apply_overrides(cfg, ["train.baseline_epochs=three"])
+    with pytest.raises(config_lib.ConfigError, match="true or false"):
+        config_lib.apply_overrides(cfg, ["prune.relative=maybe"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("prune.tolerance=0", "must be in"),
+        ("prune.tolerance=1.5", "must be in"),
+        ("prune.p_max=0", "p_max"),
+        ("train.strategy=mirror", "Did you mean 'mirrored'"),
+        ("prune.rule=linar", "Did you mean 'linear'"),
+    ],
+)
+def test_validate_out_of_range_raises(override, message):
+    cfg = config_lib.base_config()
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.apply_overrides(cfg, [override])
+
+
+def test_split_overrides_both_spellings():
+    rest, overrides = split_overrides(
+        ["prog", "--config", "x", "--config.prune.tolerance=0.02", "--config.seed", "3"]
+    )
+    assert rest == ["prog", "--config", "x"]
+    assert overrides == ["prune.tolerance=0.02", "seed=3"]
