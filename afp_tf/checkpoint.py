@@ -43,8 +43,10 @@ class RunStore:
         optimizer: keras.optimizers.Optimizer | None = None,
         tag: str = "latest",
     ) -> None:
-        """Saves ``model``/``optimizer`` under ``tag`` (if given), then ``state`` naming them."""
-        state = dict(state)
+        """Saves ``model``/``optimizer`` under ``tag`` (if given), then ``state`` naming them.
+
+        ``state`` is updated in place with the names of the files it now points to.
+        """
         if model is not None:
             model_path = self.dir / f"{tag}.keras"
             io_utils.save_model(model, model_path)

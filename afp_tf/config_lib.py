@@ -202,14 +202,16 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     Raises:
       ConfigError: naming the key, the bad value and the accepted range.
     """
-    missing = [k for k in base_config().keys() if k not in cfg]
+    missing = [k for k in base_config().keys() if k not in cfg]  # noqa: SIM118
     _check(not missing, f"Config is missing sections {missing}; start it from base_config().")
     p = cfg.prune
     _check_choice("train.strategy", cfg.train.strategy, STRATEGIES)
     _check_choice("prune.rule", p.rule, RULES)
     _check_choice("prune.removal", p.removal, REMOVAL_MODES)
     if p.relative:
-        _check(0 < p.tolerance < 1, f"prune.tolerance={p.tolerance} must be in (0, 1) when relative.")
+        _check(
+            0 < p.tolerance < 1, f"prune.tolerance={p.tolerance} must be in (0, 1) when relative."
+        )
     else:
         _check(
             0 < p.tolerance < 1,

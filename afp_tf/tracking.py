@@ -22,7 +22,9 @@ class RunLog:
     def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
         self.path = Path(workdir) / "metrics.jsonl"
         self._writer = (
-            tf.summary.create_file_writer(str(Path(workdir) / "tensorboard")) if tensorboard else None
+            tf.summary.create_file_writer(str(Path(workdir) / "tensorboard"))
+            if tensorboard
+            else None
         )
 
     def record(self, phase: str, step: int, values: dict[str, Any]) -> None:
@@ -36,9 +38,9 @@ class RunLog:
             return
         with self._writer.as_default(step=int(step)):
             for name, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    if math.isfinite(value):
-                        tf.summary.scalar(f"{phase}/{name}", value)
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if number and math.isfinite(value):
+                    tf.summary.scalar(f"{phase}/{name}", value)
         self._writer.flush()
 
     def read(self) -> list[dict[str, Any]]:

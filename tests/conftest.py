@@ -12,9 +12,7 @@ import tensorflow as tf  # noqa: E402
 # Two logical CPUs so MirroredStrategy can be tested on one physical CPU.
 # Must happen before TensorFlow initialises its devices.
 _cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 @pytest.fixture(autouse=True)
@@ -22,3 +20,40 @@ def _seed():
     keras.utils.set_random_seed(0)
     yield
     keras.backend.clear_session()
+
+
+def write_idx(path, array):
+    """Writes ``array`` (uint8) as a gzipped IDX file, the MNIST family's format."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def learnable_images(n, seed, size=28, classes=10):
+    """Images whose class is a bright square at a class-specific place: quick to learn."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        r, col = divmod(int(c), 4)
+        images[i, 2 + 6 * r : 8 + 6 * r, 2 + 6 * col : 8 + 6 * col] = 230
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_mnist(tmp_path_factory):
+    """A folder of small Fashion-MNIST-format IDX files (1200 train, 300 test)."""
+    root = tmp_path_factory.mktemp("fashion_mnist")
+    for split, n, seed in (("train", 1200, 1), ("t10k", 300, 2)):
+        images, labels = learnable_images(n, seed)
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root

@@ -29,8 +29,14 @@ def test_load_config_bad_argument_raises():
 def test_apply_overrides_types_follow_defaults():
     cfg = config_lib.base_config()
     config_lib.apply_overrides(
-        cfg, ["prune.tolerance=0.02", "train.baseline_epochs=3", "prune.relative=true",
-              "data.name=mnist", "prune.lambda_max=1"]
+        cfg,
+        [
+            "prune.tolerance=0.02",
+            "train.baseline_epochs=3",
+            "prune.relative=true",
+            "data.name=mnist",
+            "prune.lambda_max=1",
+        ],
     )
     assert cfg.prune.tolerance == 0.02
     assert cfg.train.baseline_epochs == 3

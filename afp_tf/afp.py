@@ -1,0 +1,181 @@
+"""AFP filter selection (ALGORITHM.md steps 2 and 4): importance, candidates, what to remove.
+
+All functions work on numpy copies of the weights; none touches a model. Group weights are given
+as ``group name -> [(variable, axis), ...]`` (``afp_tf.surgery.filter_weights``): the variables
+producing the group's filters and the axis along which index ``i`` is filter ``i``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+
+def filter_importance(
+    weights: Mapping[str, Sequence[tuple[Any, int]]], normalize: bool = True
+) -> dict[str, np.ndarray]:
+    """ℓ1 norm of every filter, summed over all producers of its group.
+
+    Args:
+      weights: group name -> ``(variable, axis)`` pairs.
+      normalize: divide by the number of weights per filter (the sum of the producers' fan-ins)
+        so one global threshold is comparable across layers of different fan-in.
+
+    Returns:
+      Group name -> float64 array of shape ``[group size]``.
+    """
+    out = {}
+    for name, pairs in weights.items():
+        if not pairs:
+            raise ValueError(f"Group {name!r} has no producer weights to measure.")
+        total, count = None, 0
+        for var, axis in pairs:
+            a = np.abs(np.asarray(keras.ops.convert_to_numpy(var), dtype=np.float64))
+            if a.ndim == 0:
+                raise ValueError(f"Group {name!r}: a scalar weight has no filter axis.")
+            a = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+            if total is not None and a.shape[0] != total.shape[0]:
+                raise ValueError(
+                    f"Group {name!r}: producers disagree on the number of filters "
+                    f"({total.shape[0]} vs {a.shape[0]} along axis {axis})."
+                )
+            l1 = a.sum(axis=1)
+            total = l1 if total is None else total + l1
+            count += a.shape[1]
+        out[name] = total / count if normalize else total
+    return out
+
+
+def select_candidates(
+    importance: Mapping[str, np.ndarray],
+    *,
+    quantile: float | None = None,
+    threshold: float | None = None,
+    min_filters: int = 1,
+    round_to: int = 1,
+) -> dict[str, list[int]]:
+    """The filters with importance below a global threshold ``W_t``.
+
+    Args:
+      importance: group name -> importance per filter (e.g. :func:`filter_importance`).
+      quantile: ``W_t`` is this quantile (in [0, 1]) of all importances; 0 selects nothing.
+      threshold: ``W_t`` itself (>= 0). Give exactly one of ``quantile`` and ``threshold``.
+      min_filters: never leave a group with fewer than ``max(min_filters, 1)`` filters; the most
+        important ones are kept.
+      round_to: keep the number of filters remaining in a group a multiple of this (hardware
+        rounding): fewer are removed rather than more, and a group whose candidates cannot reach
+        a multiple loses none.
+
+    Returns:
+      Group name -> sorted filter indices, only for groups with candidates.
+    """
+    if (quantile is None) == (threshold is None):
+        raise ValueError("Give exactly one of quantile= and threshold=.")
+    _check_counts(min_filters, round_to)
+    scores = {k: _scores(k, v) for k, v in importance.items()}
+    if quantile is not None:
+        if not 0 <= quantile <= 1:
+            raise ValueError(f"quantile must be in [0, 1], got {quantile}.")
+        if quantile == 0 or not scores:
+            return {}
+        cut = float(np.quantile(np.concatenate(list(scores.values())), quantile))
+    else:
+        if not (math.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"threshold must be finite and >= 0, got {threshold}.")
+        cut = threshold
+    out = {}
+    for name, s in scores.items():
+        below = np.flatnonzero(s < cut)
+        below = below[np.argsort(s[below], kind="stable")]  # least important first
+        k = _allowed(s.size, below.size, min_filters, round_to)
+        if k:
+            out[name] = sorted(int(i) for i in below[:k])
+    return out
+
+
+def decayed(
+    importance_before: Mapping[str, np.ndarray],
+    importance_now: Mapping[str, np.ndarray],
+    candidates: Mapping[str, Sequence[int]],
+    fraction: float,
+    *,
+    round_to: int = 1,
+) -> dict[str, list[int]]:
+    """The candidates whose importance fell to at most ``fraction`` of its starting value.
+
+    ``<=`` (not ``<``) so a filter that started at zero and stayed there is removed. With
+    ``round_to`` > 1 the remaining count of each group stays a multiple of it (the least decayed
+    candidates are kept first); groups must then have been aligned by :func:`select_candidates`.
+
+    Returns:
+      Group name -> sorted filter indices, only for groups with survivors of the test.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
+    _check_counts(1, round_to)
+    out = {}
+    for name, idx in candidates.items():
+        before = _scores(name, importance_before[name])
+        now = _scores(name, importance_now[name])
+        idx = np.asarray(list(idx), dtype=np.int64)
+        ok = idx[now[idx] <= fraction * before[idx]]
+        ratio = now[ok] / np.maximum(before[ok], np.finfo(np.float64).tiny)
+        ok = ok[np.argsort(ratio, kind="stable")]  # most decayed first
+        k = _allowed(before.size, ok.size, 1, round_to)
+        if k:
+            out[name] = sorted(int(i) for i in ok[:k])
+    return out
+
+
+def uniform_selection(
+    importance: Mapping[str, np.ndarray], ratio: float, min_filters: int = 1
+) -> dict[str, list[int]]:
+    """The ``floor(ratio · size)`` lowest-importance filters of every group (Li et al., 2017).
+
+    Never leaves a group with fewer than ``max(min_filters, 1)`` filters.
+
+    Returns:
+      Group name -> sorted filter indices, only for non-empty selections.
+    """
+    if not 0 <= ratio < 1:
+        raise ValueError(f"ratio must be in [0, 1), got {ratio}.")
+    _check_counts(min_filters, 1)
+    out = {}
+    for name, v in importance.items():
+        s = _scores(name, v)
+        k = min(math.floor(ratio * s.size + 1e-9), max(s.size - max(min_filters, 1), 0))
+        if k:
+            out[name] = sorted(int(i) for i in np.argsort(s, kind="stable")[:k])
+    return out
+
+
+def _allowed(size: int, available: int, min_filters: int, round_to: int) -> int:
+    """How many of ``available`` candidates a group of ``size`` filters may lose."""
+    keep_min = max(min_filters, 1)
+    k = min(available, max(size - keep_min, 0))
+    if round_to > 1 and k:
+        remain = math.ceil((size - k) / round_to) * round_to
+        k = size - remain if remain <= size else 0
+    return k
+
+
+def _scores(name: str, values: Any) -> np.ndarray:
+    s = np.asarray(values, dtype=np.float64)
+    if s.ndim != 1 or not np.all(np.isfinite(s)):
+        raise ValueError(
+            f"Importance of group {name!r} must be a finite 1-D array, got shape {s.shape}"
+            + ("" if s.ndim != 1 else " with non-finite values")
+            + "."
+        )
+    return s
+
+
+def _check_counts(min_filters: int, round_to: int) -> None:
+    if not (isinstance(min_filters, int) and min_filters >= 0):
+        raise ValueError(f"min_filters must be an int >= 0, got {min_filters!r}.")
+    if not (isinstance(round_to, int) and round_to >= 1):
+        raise ValueError(f"round_to must be an int >= 1, got {round_to!r}.")

@@ -1,0 +1,217 @@
+"""``afp_tf.prune``: adaptive filter pruning inside an existing Keras pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from afp_tf import config_lib, prc, stats, training
+from afp_tf.pruner import Pruner, PruneState, Task, filters_per_group
+
+_ACCURACY = {
+    "SparseCategoricalCrossentropy": keras.metrics.SparseCategoricalAccuracy,
+    "CategoricalCrossentropy": keras.metrics.CategoricalAccuracy,
+    "BinaryCrossentropy": keras.metrics.BinaryAccuracy,
+}
+
+
+@dataclasses.dataclass
+class PruneResult:
+    """What :func:`prune` returns.
+
+    Attributes:
+      model: the pruned plain functional ``keras.Model`` (compiled like the input if it was);
+        it loads and exports without afp_tf.
+      baseline_metric, metric: validation metric before and after.
+      floor: the lowest metric the tolerance allowed; ``metric >= floor`` always.
+      params, macs: ``(before, after)`` pairs.
+      filters: per prunable group, ``(before, after)`` filter counts.
+      rounds, stop_reason, history: how the pruning went, round by round.
+    """
+
+    model: keras.Model
+    baseline_metric: float
+    metric: float
+    floor: float
+    params: tuple[int, int]
+    macs: tuple[int, int]
+    filters: dict[str, tuple[int, int]]
+    rounds: int
+    stop_reason: str | None
+    history: list[dict[str, Any]]
+
+
+def prune(
+    model: keras.Model,
+    train_data,
+    val_data=None,
+    *,
+    tolerance: float = 0.01,
+    relative: bool = False,
+    metric: str | keras.metrics.Metric | None = None,
+    loss=None,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    batch_size: int = 128,
+    strategy: tf.distribute.Strategy | None = None,
+    orth_beta: float = 1e-3,
+    progress: bool = True,
+    **prune_options: Any,
+) -> PruneResult:
+    """Prunes whole filters of ``model`` while its validation metric stays within ``tolerance``.
+
+    Args:
+      model: a functional Keras model, trained. Its compiled loss, first metric and optimizer
+        are used unless given here.
+      train_data: a batched ``tf.data.Dataset`` of ``(x, y)`` or a tuple of arrays ``(x, y)``.
+      val_data: the same for validation; every decision is taken on it. Required.
+      tolerance: accepted drop of the metric (absolute, e.g. 0.01 = one point; or a fraction of
+        the baseline with ``relative=True``).
+      metric: decision metric (higher is better); default: the model's first compiled metric.
+      loss, optimizer: override the compiled ones (the optimizer is re-created after surgery).
+      batch_size: for array inputs.
+      strategy: a ``tf.distribute`` strategy; ``model`` must have been built under its scope.
+      orth_beta: strength of the orthogonality regulariser (0 = off).
+      progress: show progress bars.
+      **prune_options: any key of the ``prune`` config section (``p_max``, ``penalty_epochs``,
+        ``recovery_epochs``, ``max_rounds``, ``rule``, ...).
+
+    Returns:
+      A :class:`PruneResult`; ``result.model`` never scores below the floor on ``val_data``.
+    """
+    if val_data is None:
+        raise ValueError("val_data is required: pruning decisions are taken on a validation set.")
+    cfg = config_lib.base_config()
+    cfg.prune.tolerance = tolerance
+    cfg.prune.relative = relative
+    for key, value in prune_options.items():
+        if key not in cfg.prune:
+            raise TypeError(
+                f"prune() got an unknown option {key!r}; options are the keys of the "
+                f"prune config: {', '.join(sorted(cfg.prune.keys()))}."
+            )
+        cfg.prune[key] = value
+    config_lib.validate(cfg)
+    strategy = strategy or tf.distribute.get_strategy()
+    task = _task_from_model(model, loss, metric)
+    make_optimizer = _optimizer_factory(model, optimizer)
+    train_ds, global_batch = _as_dataset(train_data, batch_size, shuffle=True)
+    val_ds, _ = _as_dataset(val_data, batch_size, shuffle=False)
+
+    pruner = Pruner(
+        prune_cfg=cfg.prune,
+        task=task,
+        train_data=train_ds,
+        val_data=val_ds,
+        strategy=strategy,
+        optimizer_factory=make_optimizer,
+        global_batch_size=global_batch,
+        orth_beta=orth_beta,
+        progress=progress,
+    )
+    baseline = float(pruner.evaluate(pruner.make_trainer(model))[task.metric_name])
+    stats_before = stats.model_stats(model)
+    p = cfg.prune
+    controller = prc.PruningRateController(
+        baseline=baseline,
+        tolerance=p.tolerance,
+        relative=p.relative,
+        rule=p.rule,
+        p_max=p.p_max,
+        lambda_max=p.lambda_max,
+        delta_w=p.delta_w,
+        delta_lambda=p.delta_lambda,
+        max_rounds=p.max_rounds,
+        macs_target=p.macs_target * stats_before.macs or None,
+    )
+    state = PruneState(controller=controller.to_dict(), metric=baseline)
+    pruned, state = pruner.run(model, state)
+    if pruned is model:  # nothing accepted: still hand back a separate, plain copy
+        from afp_tf import surgery  # noqa: PLC0415
+
+        with strategy.scope():
+            pruned = surgery.remove_filters(model, {})
+    if model.compiled:
+        try:
+            pruned.compile(optimizer=make_optimizer(), loss=task.loss, metrics=task.metrics())
+        except (TypeError, ValueError) as e:  # pragma: no cover - exotic compile configs
+            logging.warning("Could not compile the pruned model like the input: %s", e)
+    stats_after = stats.model_stats(pruned)
+    before, after = filters_per_group(model), filters_per_group(pruned)
+    return PruneResult(
+        model=pruned,
+        baseline_metric=baseline,
+        metric=state.metric,
+        floor=controller.floor,
+        params=(stats_before.params, stats_after.params),
+        macs=(stats_before.macs, stats_after.macs),
+        filters={k: (v, after.get(k, 0)) for k, v in before.items()},
+        rounds=state.round,
+        stop_reason=state.stop_reason,
+        history=state.history,
+    )
+
+
+def _task_from_model(model: keras.Model, loss, metric) -> Task:
+    """The user's compiled loss and first metric, or the ones given."""
+    compiled = model.get_compile_config() if model.compiled else {}
+    if loss is None:
+        loss = compiled.get("loss")
+        if loss is None:
+            raise ValueError("Pass loss=... or compile the model: no loss to train with.")
+        loss = keras.losses.deserialize(loss) if isinstance(loss, dict) else keras.losses.get(loss)
+    if metric is None:
+        metrics = compiled.get("metrics") or []
+        if not metrics:
+            raise ValueError("Pass metric=... or compile the model with a metric to decide on.")
+        metric = metrics[0]
+    make_metric = _metric_factory(metric, loss)
+    return Task(loss=loss, metrics=lambda: [make_metric()], metric_name=make_metric().name)
+
+
+def _metric_factory(metric, loss):
+    if isinstance(metric, keras.metrics.Metric):
+        config, cls = metric.get_config(), type(metric)
+        return lambda: cls.from_config(config)
+    if isinstance(metric, dict):
+        return lambda: keras.metrics.deserialize(metric)
+    if metric in ("accuracy", "acc"):
+        name = type(loss).__name__ if not isinstance(loss, str) else loss
+        cls = _ACCURACY.get(name, keras.metrics.SparseCategoricalAccuracy)
+        return lambda: cls(name="accuracy")
+    return lambda: keras.metrics.get(metric)
+
+
+def _optimizer_factory(model: keras.Model, optimizer):
+    source = optimizer if optimizer is not None else getattr(model, "optimizer", None)
+    if source is None:
+        return lambda: training.make_optimizer("sgd", 0.01, momentum=0.9)
+    config, cls = source.get_config(), type(source)
+    return lambda: cls.from_config(config)
+
+
+def _as_dataset(data, batch_size: int, *, shuffle: bool) -> tuple[tf.data.Dataset, int]:
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        first = spec[0] if isinstance(spec, tuple) else spec
+        if first.shape.rank is None or first.shape[0] is not None and first.shape.rank < 2:
+            raise ValueError("Datasets must be batched: dataset.batch(n) yielding (x, y).")
+        return data, _batch_of(data, batch_size)
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = (np.asarray(a) for a in data)
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=0, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), batch_size
+    raise TypeError("Data must be a batched tf.data.Dataset of (x, y) or a tuple (x, y) of arrays.")
+
+
+def _batch_of(ds: tf.data.Dataset, default: int) -> int:
+    """The batch size of a batched dataset (its first batch), for loss scaling."""
+    for x, _ in ds.take(1):
+        return int(tf.shape(x)[0])
+    return default

@@ -1,0 +1,62 @@
+"""The detection task of a run: GTSDB data, an SSD builder, the SSD loss and mAP evaluation.
+
+Config keys beyond the base config (read with defaults when absent): ``model.backbone``
+(``mobilenet`` | ``vgg16``), ``model.head_depth`` (1), ``model.min_scale`` (0.05),
+``model.max_scale`` (0.6), and the ``data`` keys of :mod:`afp_tf.data.gtsdb`. The decision
+metric is ``map50`` (mAP@0.5 on the validation split); ``map`` is COCO mAP@[.5:.95].
+"""
+
+from __future__ import annotations
+
+from afp_tf import tasks
+from afp_tf.data.gtsdb import load_gtsdb
+from afp_tf.detection.anchors import default_boxes
+from afp_tf.detection.loss import SSDLoss
+from afp_tf.detection.metrics import evaluate_detector
+from afp_tf.models.ssd import build_ssd, feature_sizes
+from afp_tf.pruner import Task
+
+
+def _get(section, key, default):
+    value = section.get(key, None)
+    return default if value is None else value
+
+
+def load(cfg) -> tasks.TaskData:
+    """Returns the datasets, SSD builder and task (loss, ``map50`` evaluation) of ``cfg``."""
+    if cfg.model.name != "ssd":
+        raise ValueError(f"task=detection needs model.name='ssd', got {cfg.model.name!r}.")
+    data = load_gtsdb(cfg)
+    backbone = _get(cfg.model, "backbone", "mobilenet")
+    anchors = default_boxes(
+        feature_sizes(data.input_shape[0]),
+        min_scale=float(_get(cfg.model, "min_scale", 0.05)),
+        max_scale=float(_get(cfg.model, "max_scale", 0.6)),
+    )
+
+    def build_model():
+        return build_ssd(
+            data.input_shape,
+            data.num_classes,
+            backbone,
+            width=float(cfg.model.width),
+            head_depth=int(_get(cfg.model, "head_depth", 1)),
+        )
+
+    return tasks.TaskData(
+        task=Task(
+            loss=SSDLoss(anchors, data.num_classes),
+            metrics=list,
+            metric_name="map50",
+            evaluate=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
+        ),
+        train=data.train,
+        val=data.val,
+        test=data.test,
+        build_model=build_model,
+        sample=data.sample,
+        description=(
+            f"{data.source}: {data.num_train} train / {data.num_val} val / {data.num_test} test, "
+            f"{data.num_classes} classes, input {data.input_shape[0]}"
+        ),
+    )

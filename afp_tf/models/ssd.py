@@ -1,0 +1,146 @@
+"""SSD (Liu et al., 2016) as a plain functional Keras model, prunable by channel surgery.
+
+Parts: a backbone (VGG16 as in the paper, or a MobileNet-style depthwise-separable one) giving
+features at strides 8 and 16; extra feature layers (1x1 then 3x3 stride-2 convs) halving the
+map down to 1x1; per scale an optional head tower (3x3 conv + BN + ReLU) and two predictor
+convs: classes ``k * (num_classes + 1)`` (index 0 = background) and boxes ``k * 4``.
+
+The model returns one raw tensor ``(batch, anchors, 4 + num_classes + 1)``: SSD box offsets
+(see :mod:`afp_tf.detection.anchors`) then class logits. The predictors reach it only through
+Reshape and Concatenate, so their output channels are never pruned, while backbone, extra
+layers and head towers are ordinary prunable conv groups. Decoding and NMS live outside the
+model (:func:`afp_tf.detection.decode.decode_predictions`).
+
+Differences from the paper: BatchNormalization after every conv (trains from scratch on small
+data), no L2Normalization on conv4_3, and fc6/fc7 are a dilated 3x3 and a 1x1 conv of
+``1024 * width`` channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from afp_tf.detection.anchors import DEFAULT_ASPECT_RATIOS, anchors_per_location
+
+BACKBONES = ("vgg16", "mobilenet")
+
+
+def feature_sizes(input_size: int, num_levels: int | None = None) -> list[int]:
+    """Spatial sizes of the SSD feature maps for a square input (strides 8, 16, then halving)."""
+    sizes = [math.ceil(input_size / 8), math.ceil(input_size / 16)]
+    while sizes[-1] > 1 and (num_levels is None or len(sizes) < num_levels):
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes[:num_levels] if num_levels else sizes
+
+
+def _conv(x, filters, kernel, name, strides=1, dilation=1):
+    x = keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        dilation_rate=dilation,
+        use_bias=False,
+        name=f"{name}_conv",
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _ch(filters: int, width: float) -> int:
+    return max(8, int(round(filters * width / 8)) * 8) if width != 1.0 else filters
+
+
+def _vgg16(x, width):
+    feats = []
+    for block, (filters, reps) in enumerate(((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)), 1):
+        if block > 1:
+            x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool{block - 1}")(x)
+        for r in range(1, reps + 1):
+            x = _conv(x, _ch(filters, width), 3, f"conv{block}_{r}")
+        if block == 4:
+            feats.append(x)  # conv4_3, stride 8
+    x = keras.layers.MaxPooling2D(3, strides=1, padding="same", name="pool5")(x)
+    x = _conv(x, _ch(1024, width), 3, "fc6", dilation=6)
+    feats.append(_conv(x, _ch(1024, width), 1, "fc7"))  # stride 16
+    return feats
+
+
+def _mobilenet(x, width):
+    x = _conv(x, _ch(32, width), 3, "stem", strides=2)
+    # MobileNet-v1 blocks 1-11; its stride-32 blocks are replaced by the SSD extra layers.
+    plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5
+    feats = []
+    for i, (filters, stride) in enumerate(plan, 1):
+        x = keras.layers.DepthwiseConv2D(
+            3, strides=stride, padding="same", use_bias=False, name=f"block{i}_dw"
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"block{i}_dw_bn")(x)
+        x = keras.layers.ReLU(name=f"block{i}_dw_relu")(x)
+        x = _conv(x, _ch(filters, width), 1, f"block{i}_pw")
+        if i in (5, 11):  # ends of the stride-8 and stride-16 stages
+            feats.append(x)
+    return feats
+
+
+def build_ssd(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    backbone: str = "mobilenet",
+    width: float = 1.0,
+    *,
+    aspect_ratios: tuple[float, ...] = DEFAULT_ASPECT_RATIOS,
+    num_levels: int | None = None,
+    head_depth: int = 1,
+    name: str = "ssd",
+) -> keras.Model:
+    """Builds an SSD detector.
+
+    Args:
+      input_shape: ``(size, size, channels)``; square inputs (300, 512, or small for CPU).
+      num_classes: object classes, without background.
+      backbone: ``"vgg16"`` (the paper's) or ``"mobilenet"`` (MobileNet-v1 style).
+      width: channel multiplier of backbone, extra layers and towers.
+      aspect_ratios: box aspect ratios per location (plus one extra square scale).
+      num_levels: number of feature maps (default: down to 1x1).
+      head_depth: head-tower convs per scale before the predictors (prunable).
+      name: model name.
+
+    Returns:
+      A functional model ``image -> (batch, anchors, 4 + num_classes + 1)``.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone={backbone!r} is not one of {', '.join(BACKBONES)}.")
+    if len(input_shape) != 3 or input_shape[0] != input_shape[1] or input_shape[0] < 32:
+        raise ValueError(f"SSD needs a square input of at least 32x32, got {input_shape}.")
+    if num_classes < 1 or width <= 0:
+        raise ValueError(f"num_classes must be >= 1 and width > 0, got {num_classes}, {width}.")
+    sizes = feature_sizes(input_shape[0], num_levels)
+    inputs = keras.Input(input_shape, name="image")
+    feats = (_vgg16 if backbone == "vgg16" else _mobilenet)(inputs, width)[: len(sizes)]
+    x = feats[-1]
+    for level in range(len(feats), len(sizes)):
+        filters = _ch(256 if level < 4 else 128, width)
+        x = _conv(x, filters // 2, 1, f"extra{level}_1")
+        x = _conv(x, filters, 3, f"extra{level}_2", strides=2)
+        feats.append(x)
+    k = anchors_per_location(aspect_ratios)
+    boxes, classes = [], []
+    for level, feat in enumerate(feats):
+        if feat.shape[1] != sizes[level]:
+            raise AssertionError(f"level {level}: size {feat.shape[1]} != {sizes[level]}")
+        tower = feat
+        for d in range(head_depth):
+            tower = _conv(tower, feat.shape[-1], 3, f"head{level}_tower{d}")
+        cls = keras.layers.Conv2D(k * (num_classes + 1), 3, padding="same", name=f"cls_pred{level}")
+        box = keras.layers.Conv2D(k * 4, 3, padding="same", name=f"box_pred{level}")
+        classes.append(
+            keras.layers.Reshape((-1, num_classes + 1), name=f"cls_flat{level}")(cls(tower))
+        )
+        boxes.append(keras.layers.Reshape((-1, 4), name=f"box_flat{level}")(box(tower)))
+    boxes = keras.layers.Concatenate(axis=1, name="boxes")(boxes)
+    classes = keras.layers.Concatenate(axis=1, name="classes")(classes)
+    outputs = keras.layers.Concatenate(axis=-1, name="predictions")([boxes, classes])
+    return keras.Model(inputs, outputs, name=name)

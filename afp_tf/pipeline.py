@@ -1,0 +1,319 @@
+"""One run of the main job: data → model → baseline → pruning rounds → fine-tune → export → report.
+
+Every phase ends with a checkpoint (``checkpoint.RunStore``); re-running on the same workdir
+resumes at the phase (and epoch or round) where the last run stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from afp_tf import checkpoint, io_utils, prc, report, stats, tracking, training
+from afp_tf.pruner import Pruner, PruneState, filters_per_group
+from afp_tf.tasks import TaskData, load_task
+
+PHASES = ("baseline", "pruning", "finetune", "export", "done")
+
+
+class RunError(RuntimeError):
+    """A run cannot go on; the message says why and what to do."""
+
+
+def run(cfg, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Runs (or resumes) the experiment ``cfg`` in ``workdir``; returns the report summary."""
+    return Run(cfg, workdir).execute()
+
+
+class Run:
+    """The state and phases of one run."""
+
+    def __init__(self, cfg, workdir: str | os.PathLike):
+        self.cfg = cfg
+        self.workdir = _prepare_workdir(workdir)
+        self.strategy = training.make_strategy(cfg.train.strategy)
+        self.workdir = _worker_dir(self.workdir, self.strategy)
+        self.store = checkpoint.RunStore(self.workdir)
+        self.log = tracking.RunLog(self.workdir)
+        self.state: dict[str, Any] = {}
+        self.data: TaskData | None = None
+
+    # ------------------------------------------------------------------ driver
+    def execute(self) -> dict[str, Any]:
+        keras.utils.set_random_seed(self.cfg.seed)
+        self.state = self.store.load() or {"phase": "baseline", "epoch": 0}
+        self._check_same_config()
+        logging.info("Run %s in %s, phase %s.", self.cfg.name, self.workdir, self.state["phase"])
+        self.data = load_task(self.cfg, self.strategy)
+        self.pruner = self._make_pruner()
+        phases = {
+            "baseline": self._baseline,
+            "pruning": self._prune,
+            "finetune": self._finetune,
+            "export": self._export,
+        }
+        while self.state["phase"] != "done":
+            started = time.time()
+            phase = self.state["phase"]
+            phases[phase]()
+            logging.info("Phase %s done in %.0f s.", phase, time.time() - started)
+        summary = report.write(self.workdir, self.state, self.log.read())
+        self.log.close()
+        return summary
+
+    def _make_pruner(self) -> Pruner:
+        cfg, data = self.cfg, self.data
+        lr = cfg.prune.learning_rate or cfg.train.learning_rate
+        return Pruner(
+            prune_cfg=cfg.prune,
+            task=data.task,
+            train_data=data.train,
+            val_data=data.val,
+            strategy=self.strategy,
+            optimizer_factory=lambda: self._optimizer(lr),
+            global_batch_size=cfg.data.batch_size,
+            orth_beta=cfg.orth.beta,
+            steps_per_epoch=cfg.train.steps_per_epoch or None,
+            record=self.log.record,
+            progress=cfg.train.progress,
+        )
+
+    def _optimizer(self, learning_rate: float) -> keras.optimizers.Optimizer:
+        t = self.cfg.train
+        return training.make_optimizer(
+            t.optimizer, learning_rate, momentum=t.momentum, weight_decay=t.weight_decay
+        )
+
+    def _evaluate(self, model: keras.Model) -> dict[str, float]:
+        """Validation and test metric of ``model`` (test is reported, never used to decide)."""
+        trainer = self.pruner.make_trainer(model)
+        name = self.data.task.metric_name
+        val = self.pruner.evaluate(trainer)[name]
+        test_eval = self.data.task.evaluate or (lambda tr, ds: tr.evaluate(ds))
+        test = test_eval(trainer, self.data.test)[name]
+        return {"val": float(val), "test": float(test)}
+
+    def _save(self, phase: str, model: keras.Model, optimizer=None, tag: str = "latest") -> None:
+        self.state["phase"] = phase
+        self.store.save(self.state, model=model, optimizer=optimizer, tag=tag)
+
+    # ------------------------------------------------------------------ phases
+    def _baseline(self) -> None:
+        cfg, state = self.cfg, self.state
+        with self.strategy.scope():
+            if state.get("model_file"):
+                model = self.store.load_model(state)
+            else:
+                model = self.data.build_model()
+        beta = cfg.orth.beta if cfg.orth.during_baseline else 0.0
+        trainer = self.pruner.make_trainer(
+            model,
+            orth_beta=beta,
+            optimizer_factory=lambda: self._optimizer(cfg.train.learning_rate),
+        )
+        if self.store.restore_optimizer(state, trainer.optimizer, model):
+            logging.info("Resumed baseline training after epoch %d.", state["epoch"])
+        for epoch in range(state["epoch"], cfg.train.baseline_epochs):
+            try:
+                logs = trainer.train_epoch(
+                    self.data.train,
+                    steps=cfg.train.steps_per_epoch or None,
+                    epoch=epoch,
+                    progress=cfg.train.progress,
+                )
+            except training.NonFiniteLossError as e:
+                raise RunError(
+                    f"Baseline training diverged ({e}); lower --config.train.learning_rate "
+                    f"(now {cfg.train.learning_rate}) and run the same command again."
+                ) from e
+            val = self.pruner.evaluate(trainer)
+            logs.update({f"val_{k}": v for k, v in val.items()})
+            self.log.record("baseline", epoch + 1, logs)
+            logging.info(
+                "baseline epoch %d/%d: %s", epoch + 1, cfg.train.baseline_epochs, _fmt_logs(logs)
+            )
+            state["epoch"] = epoch + 1
+            self._save("baseline", model, trainer.optimizer, tag="baseline_training")
+        metrics = self._evaluate(model)
+        io_utils.save_model(model, self.workdir / "baseline.keras")
+        model_stats = stats.model_stats(model)
+        state["baseline"] = {
+            **metrics,
+            "params": model_stats.params,
+            "macs": model_stats.macs,
+            "filters": filters_per_group(model),
+            "stats": model_stats.to_dict(),
+        }
+        p = cfg.prune
+        controller = prc.PruningRateController(
+            baseline=metrics["val"],
+            tolerance=p.tolerance,
+            relative=p.relative,
+            rule=p.rule,
+            p_max=p.p_max,
+            lambda_max=p.lambda_max,
+            delta_w=p.delta_w,
+            delta_lambda=p.delta_lambda,
+            max_rounds=p.max_rounds if p.enabled else 0,
+            macs_target=p.macs_target * model_stats.macs if p.macs_target else None,
+        )
+        state["prune"] = PruneState(
+            controller=controller.to_dict(), metric=metrics["val"], epoch=state["epoch"]
+        ).to_dict()
+        logging.info(
+            "Baseline: val %.4f, test %.4f, %s params, %s MACs; floor %.4f.",
+            metrics["val"],
+            metrics["test"],
+            f"{model_stats.params:,}",
+            f"{model_stats.macs:,}",
+            controller.floor,
+        )
+        self._save("pruning", model, tag="baseline")
+
+    def _prune(self) -> None:
+        with self.strategy.scope():
+            model = self.store.load_model(self.state)
+        pstate = PruneState.from_dict(self.state["prune"])
+        if pstate.round:
+            logging.info("Resuming pruning after round %d.", pstate.round)
+
+        def on_round_end(ps: PruneState, m: keras.Model, trainer) -> None:
+            self.state["prune"] = ps.to_dict()
+            self._save("pruning", m, tag=f"round_{ps.round:03d}")
+
+        model, pstate = self.pruner.run(model, pstate, on_round_end=on_round_end)
+        self.state["prune"] = pstate.to_dict()
+        self._save("finetune", model, tag="pruned_unfinetuned")
+
+    def _finetune(self) -> None:
+        cfg, state = self.cfg, self.state
+        with self.strategy.scope():
+            model = self.store.load_model(state)
+        pstate = PruneState.from_dict(state["prune"])
+        controller = prc.PruningRateController.from_dict(pstate.controller)
+        before = pstate.metric
+        if cfg.prune.finetune_epochs and pstate.round:
+            with self.strategy.scope():
+                tuned = keras.models.clone_model(model)
+                tuned.set_weights(model.get_weights())
+            trainer = self.pruner.make_trainer(tuned)
+            try:
+                metric = self.pruner.train_epochs(
+                    trainer, pstate, cfg.prune.finetune_epochs, "finetune", until=lambda m: False
+                )
+            except training.NonFiniteLossError as e:
+                logging.warning("Fine-tuning stopped: %s; keeping the model before it.", e)
+                metric = None
+            if metric is not None and controller.meets_floor(metric) and metric >= before:
+                model = tuned
+            else:
+                logging.info(
+                    "Fine-tuning did not improve (%.4f -> %s); kept the model before it.",
+                    before,
+                    metric,
+                )
+        metrics = self._evaluate(model)
+        io_utils.save_model(model, self.workdir / "pruned.keras")
+        model_stats = stats.model_stats(model)
+        state["pruned"] = {
+            **metrics,
+            "params": model_stats.params,
+            "macs": model_stats.macs,
+            "filters": filters_per_group(model),
+            "stats": model_stats.to_dict(),
+            "floor": controller.floor,
+            "meets_floor": bool(controller.meets_floor(metrics["val"])),
+        }
+        self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
+
+    def _export(self) -> None:
+        from afp_tf import export  # noqa: PLC0415 - heavy converters only when exporting
+
+        cfg = self.cfg
+        rep_x, _ = self.data.sample("train", cfg.export.samples)
+        val_x, val_y = self.data.sample("val", cfg.export.samples)
+        results = {}
+        for name in ("baseline", "pruned"):
+            model = keras.saving.load_model(self.workdir / f"{name}.keras", compile=False)
+            results[name] = export.export_model(
+                model,
+                self.workdir / "export" / name,
+                formats=export.parse_formats(cfg.export.formats),
+                representative=rep_x,
+                val_x=val_x,
+                val_y=val_y,
+            )
+        self.state["export"] = {
+            "reports": results,
+            "latency": export.latency_table(
+                self.workdir / "export" / "baseline",
+                self.workdir / "export" / "pruned",
+                macs_baseline=self.state["baseline"]["macs"],
+                macs_pruned=self.state["pruned"]["macs"],
+                runs=cfg.export.latency_runs,
+            ),
+        }
+        self._save("done", None)
+
+    def _check_same_config(self) -> None:
+        path = self.workdir / "config.json"
+        current = self.cfg.to_dict()
+        if path.exists() and self.state.get("phase", "baseline") != "baseline":
+            saved = io_utils.read_json(path)
+            changed = sorted(
+                k for k in _flatten(current) if _flatten(saved).get(k) != _flatten(current)[k]
+            )
+            if changed:
+                logging.warning(
+                    "Resuming with a changed config (%s); the checkpoint wins for "
+                    "what was already done.",
+                    ", ".join(changed),
+                )
+        io_utils.write_json(path, current)
+
+
+def _prepare_workdir(workdir: str | os.PathLike) -> Path:
+    path = Path(workdir).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(
+            f"Cannot write to workdir {path}: {e.strerror}. Choose another "
+            "--workdir or fix its permissions."
+        ) from e
+    return path
+
+
+def _worker_dir(workdir: Path, strategy: tf.distribute.Strategy) -> Path:
+    """Workers other than the chief of a multi-worker run write to their own subfolder."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return workdir
+    if resolver.task_type == "worker" and resolver.task_id == 0:
+        return workdir
+    sub = workdir / "workers" / f"{resolver.task_type}_{resolver.task_id}"
+    sub.mkdir(parents=True, exist_ok=True)
+    return sub
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _fmt_logs(logs: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))

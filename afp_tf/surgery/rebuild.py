@@ -1,0 +1,143 @@
+"""Rebuilding a functional model without some channels, by cloning layer configs."""
+
+import difflib
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+from keras import tree
+from keras.src.saving.serialization_lib import SafeModeScope
+
+from afp_tf.surgery.errors import SurgeryError
+from afp_tf.surgery.graph import as_functional, is_submodel, nodes_in_order
+from afp_tf.surgery.groups import Analysis, analyze
+from afp_tf.surgery.rules import Keep, rule_for
+
+
+def remove_filters(model: keras.Model, removal: Mapping[str, Sequence[int]]) -> keras.Model:
+    """A new, smaller functional model without the given channels.
+
+    The input model is not modified. The result is a plain (uncompiled) ``keras.Model`` with
+    the same layer names, configs (trainability, dtype policy, regularizers, constraints) and
+    the original weights sliced to the kept channels. An empty ``removal`` gives a copy.
+
+    Args:
+        model: a functional model (or a built Sequential, or a functional subclass).
+        removal: group name (see :func:`find_channel_groups`) -> channel indices to remove.
+
+    Raises:
+        SurgeryError: for a subclassed model, an unknown or unprunable group, or bad indices
+            (non-integer, out of range, duplicated, or all channels of a group).
+    """
+    graph = as_functional(model)
+    analysis = analyze(model)
+    removed = _removed_ids(analysis, removal)
+    return _Rebuild(analysis, removed).model(graph, model.name)
+
+
+def _removed_ids(analysis: Analysis, removal: Mapping[str, Sequence[int]]) -> np.ndarray:
+    """A mask over channel ids: the canonical ids of every channel to remove."""
+    if not isinstance(removal, Mapping):
+        raise SurgeryError(f"removal must map group names to indices, got {type(removal).__name__}")
+    groups = {g.name: g for g in analysis.groups}
+    removed = np.zeros(len(analysis.roots), bool)
+    for name, indices in removal.items():
+        group = groups.get(name)
+        if group is None:
+            close = difflib.get_close_matches(str(name), groups, n=3)
+            hint = f" Did you mean {close}?" if close else ""
+            raise SurgeryError(f"No channel group named '{name}'.{hint}")
+        if not group.prunable:
+            raise SurgeryError(f"Channel group '{name}' is not prunable: {group.reason}")
+        index = _check_indices(name, indices, group.size)
+        removed[analysis.orders[name][index]] = True
+    return removed
+
+
+def _check_indices(name: str, indices: Sequence[int], size: int) -> np.ndarray:
+    values = list(indices)
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in values):
+        raise SurgeryError(f"Indices for group '{name}' must be integers, got {values!r}.")
+    index = np.asarray(values, dtype=np.int64)
+    bad = index[(index < 0) | (index >= size)]
+    if bad.size:
+        raise SurgeryError(
+            f"Indices {bad.tolist()} out of range for group '{name}' of {size} channels."
+        )
+    unique, counts = np.unique(index, return_counts=True)
+    if (counts > 1).any():
+        raise SurgeryError(f"Duplicate indices {unique[counts > 1].tolist()} for group '{name}'.")
+    if len(unique) == size:
+        raise SurgeryError(f"Cannot remove all {size} channels of group '{name}'; keep at least 1.")
+    return index
+
+
+class _Rebuild:
+    def __init__(self, analysis: Analysis, removed: np.ndarray):
+        self.labels = analysis.labels
+        self.gone = removed[analysis.roots]  # channel id -> removed?
+        self.clones: dict[int, object] = {}
+        self.tensors: dict[int, object] = {}
+
+    def keep(self, tensor) -> np.ndarray | None:
+        """Kept positions of the tensor's last axis, or None when all are kept."""
+        labels = self.labels.get(id(tensor))
+        if labels is None:
+            return None
+        gone = self.gone[labels]
+        return np.flatnonzero(~gone) if gone.any() else None
+
+    def model(self, graph, name: str) -> keras.Model:
+        inputs = []
+        for tensor in graph.inputs:
+            kept = self.keep(tensor)
+            shape = tuple(tensor.shape[:-1]) + (tensor.shape[-1] if kept is None else len(kept),)
+            new = keras.Input(
+                batch_shape=shape, dtype=tensor.dtype, name=tensor._keras_history.operation.name
+            )
+            self.tensors[id(tensor)] = new
+            inputs.append(new)
+        for node in nodes_in_order(graph):
+            if any(id(x) not in self.tensors for x in node.input_tensors):
+                continue
+            self._call(node)
+        outputs = [self.tensors[id(t)] for t in graph.outputs]
+        return keras.Model(
+            tree.pack_sequence_as(graph._inputs_struct, inputs),
+            tree.pack_sequence_as(graph._outputs_struct, outputs),
+            name=name,
+        )
+
+    def _call(self, node) -> None:
+        op = node.operation
+        weights = None
+        clone = self.clones.get(id(op))
+        if clone is None:
+            clone, weights = self._clone(op, node)
+            self.clones[id(op)] = clone
+        args, kwargs = node.arguments.fill_in(self.tensors)
+        outputs = clone(*args, **kwargs)
+        if weights:
+            clone.set_weights(weights)
+        for old, new in zip(node.outputs, tree.flatten(outputs), strict=True):
+            self.tensors[id(old)] = new
+
+    def _clone(self, op, node) -> tuple[object, list | None]:
+        if is_submodel(op):
+            clone = self.model(as_functional(op), op.name)
+            if not op.trainable:  # setting True would override its layers' own flags
+                clone.trainable = False
+            return clone, None
+        if not isinstance(op, keras.layers.Layer):
+            return op, None  # a stateless operation (e.g. keras.ops.* called on symbols)
+        config = op.get_config()
+        weights = op.get_weights()
+        keep = Keep(
+            [self.keep(x) for x in node.input_tensors], [self.keep(y) for y in node.outputs]
+        )
+        if any(k is not None for k in keep.inputs + keep.outputs):
+            config, weights = rule_for(op).rebuild(op, config, weights, keep)
+        # The config comes from a live layer of this process, not from a file: a Lambda's
+        # Python function is safe to rebuild.
+        with SafeModeScope(False):
+            return type(op).from_config(config), weights

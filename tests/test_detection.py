@@ -1,0 +1,200 @@
+"""Anchors, matching, SSD loss, decoding and mAP (cross-checked with pycocotools and keras-cv)."""
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from afp_tf.detection import anchors as anchors_lib
+from afp_tf.detection.decode import decode_predictions
+from afp_tf.detection.loss import SSDLoss, match_anchors
+from afp_tf.detection.metrics import MeanAveragePrecision
+
+
+def test_default_boxes_count_and_first_box():
+    boxes = anchors_lib.default_boxes([4, 2], min_scale=0.2, max_scale=0.4)
+    assert boxes.shape == ((16 + 4) * 4, 4)
+    np.testing.assert_allclose(boxes[0], [0.025, 0.025, 0.225, 0.225], atol=1e-6)  # 1:1, s=0.2
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    np.testing.assert_allclose(centres[64], [0.25, 0.25], atol=1e-6)  # first cell of level 2
+
+
+def test_encode_decode_roundtrip():
+    anchors = anchors_lib.default_boxes([3])
+    boxes = tf.constant(np.tile([[0.1, 0.2, 0.4, 0.5]], (len(anchors), 1)), tf.float32)
+    decoded = anchors_lib.decode(anchors_lib.encode(boxes, anchors), anchors)
+    np.testing.assert_allclose(decoded.numpy(), boxes.numpy(), atol=1e-5)
+
+
+def _packed(rows, max_boxes=3):
+    out = np.zeros((max_boxes, 5), np.float32)
+    out[:, 4] = -1
+    out[: len(rows)] = np.reshape(rows, (-1, 5))
+    return out
+
+
+def test_match_anchors_force_matches_and_ignores_padding():
+    anchors = tf.constant([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0, 0.5, 0.5, 1]], tf.float32)
+    # One small box overlapping anchor 0 by IoU 0.16 (< 0.5): force-matched anyway.
+    y = np.stack([_packed([[0, 0, 0.2, 0.2, 2]]), _packed([])])
+    boxes, classes = match_anchors(anchors, tf.constant(y))
+    np.testing.assert_array_equal(classes.numpy(), [[3, 0, 0], [0, 0, 0]])
+    np.testing.assert_allclose(boxes.numpy()[0, 0], [0, 0, 0.2, 0.2])
+
+
+def _perfect_logits(anchors, packed, num_classes, confidence=8.0):
+    boxes, classes = match_anchors(tf.constant(anchors), tf.constant(packed))
+    offsets = anchors_lib.encode(boxes, tf.constant(anchors)[None])
+    logits = tf.one_hot(classes, num_classes + 1) * confidence
+    return tf.concat([offsets, logits], -1)
+
+
+def test_ssd_loss_perfect_prediction_is_small_and_wrong_is_large():
+    anchors = anchors_lib.default_boxes([8, 4, 2, 1], min_scale=0.1, max_scale=0.6)
+    y = np.stack([_packed([[0.1, 0.1, 0.3, 0.3, 0], [0.5, 0.5, 0.9, 0.8, 1]]), _packed([])])
+    loss = SSDLoss(anchors, num_classes=2)
+    good = loss(tf.constant(y), _perfect_logits(anchors, y, 2))
+    noisy = _perfect_logits(anchors, y, 2) + tf.random.normal([2, len(anchors), 7], stddev=2.0)
+    bad = loss(tf.constant(y), noisy)
+    assert float(good) < 0.01 < 1.0 < float(bad)
+
+
+def test_ssd_loss_hard_negatives_three_per_positive():
+    anchors = anchors_lib.default_boxes([4], min_scale=0.25, max_scale=0.25, aspect_ratios=(1.0,))
+    y = _packed([[0.0, 0.0, 0.25, 0.25, 0]])[None]
+    _, classes = match_anchors(tf.constant(anchors), tf.constant(y))
+    num_pos = int(tf.reduce_sum(tf.cast(classes > 0, tf.int32)))
+    # Background logit 0 and object logit 5 everywhere: every negative costs the same CE c.
+    logits = np.zeros((1, len(anchors), 6), np.float32)
+    logits[..., 5] = 5.0
+    positive = classes.numpy()[0] > 0
+    logits[0, positive, 5] = 0.0  # positives (class 1) cost log(2) each, no box error
+    offsets = anchors_lib.encode(
+        *[tf.constant(v) for v in (np.repeat(y[:, :1, :4], len(anchors), 1), anchors[None])]
+    )
+    pred = np.concatenate([offsets.numpy(), logits[..., 4:]], -1)
+    per_example = SSDLoss(anchors, num_classes=1, reduction=None)(tf.constant(y), pred)
+    ce_neg = np.log1p(np.exp(5.0))
+    expected = (num_pos * np.log(2) + 3 * num_pos * ce_neg) / num_pos
+    np.testing.assert_allclose(per_example.numpy(), [expected], rtol=1e-4)
+
+
+def test_decode_predictions_returns_the_true_boxes():
+    anchors = anchors_lib.default_boxes([8, 4, 2, 1], min_scale=0.1, max_scale=0.6)
+    y = _packed([[0.1, 0.1, 0.3, 0.3, 0], [0.5, 0.5, 0.9, 0.8, 1]])[None]
+    det = decode_predictions(_perfect_logits(anchors, y, 2), anchors, confidence_threshold=0.5)
+    n = int(det["num_detections"][0])
+    assert n == 2
+    got = sorted(
+        zip(
+            det["classes"][0, :n].numpy().tolist(),
+            det["boxes"][0, :n].numpy().tolist(),
+            strict=True,
+        )
+    )
+    np.testing.assert_allclose(got[0][1], [0.1, 0.1, 0.3, 0.3], atol=1e-5)
+    assert [c for c, _ in got] == [0, 1]
+
+
+def _hand_made_case(seed=0, num_images=6, num_classes=3):
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(num_images):
+        n = rng.integers(0, 4)
+        xy, wh = rng.uniform(0, 70, (n, 2)), rng.uniform(8, 30, (n, 2))
+        g, gc = np.concatenate([xy, xy + wh], 1), rng.integers(0, num_classes, n)
+        m = rng.integers(0, 3)
+        fp = rng.uniform(0, 70, (m, 2))
+        d = np.concatenate([g + rng.normal(0, 3, g.shape), np.concatenate([fp, fp + 15], 1)])
+        dc = np.concatenate([gc, rng.integers(0, num_classes, m)])
+        images.append((g, gc, d, rng.uniform(0.05, 1, len(d)), dc))
+    return images
+
+
+def _pycocotools_map(images, num_classes):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(b):
+        return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+
+    gt = {
+        "images": [{"id": i} for i in range(len(images))],
+        "annotations": [],
+        "categories": [{"id": c} for c in range(num_classes)],
+    }
+    dets = []
+    for i, (g, gc, d, s, dc) in enumerate(images):
+        for b, c in zip(g, gc, strict=True):
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": int(c),
+                    "bbox": xywh(b),
+                    "area": xywh(b)[2] * xywh(b)[3],
+                    "iscrowd": 0,
+                }
+            )
+        dets += [
+            {"image_id": i, "category_id": int(c), "bbox": xywh(b), "score": float(sc)}
+            for b, c, sc in zip(d, dc, s, strict=True)
+        ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats[:3]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_map_matches_pycocotools(seed):
+    images = _hand_made_case(seed)
+    metric = MeanAveragePrecision()
+    for image in images:
+        metric.update(*image)
+    got = metric.result()
+    expected = _pycocotools_map(images, 3)
+    np.testing.assert_allclose([got["map"], got["map50"], got["map75"]], expected, atol=1e-6)
+    assert 0 < got["map"] < got["map50"] < 1
+
+
+def test_map_matches_keras_cv_box_coco_metrics():
+    import keras_cv
+
+    images = _hand_made_case(0)
+    m, n = max(len(i[0]) for i in images), max(len(i[2]) for i in images)
+    yt = {"boxes": -np.ones((6, m, 4), "float32"), "classes": -np.ones((6, m), "float32")}
+    yp = {
+        "boxes": -np.ones((6, n, 4), "float32"),
+        "classes": -np.ones((6, n), "float32"),
+        "confidence": -np.ones((6, n), "float32"),
+    }
+    for i, (g, gc, d, s, dc) in enumerate(images):
+        yt["boxes"][i, : len(g)], yt["classes"][i, : len(g)] = g, gc
+        yp["boxes"][i, : len(d)], yp["classes"][i, : len(d)] = d, dc
+        yp["confidence"][i, : len(d)] = s
+    kcv = keras_cv.metrics.BoxCOCOMetrics(bounding_box_format="xyxy", evaluate_freq=1)
+    kcv.update_state(yt, yp)
+    ref = kcv.result(force=True)
+    metric = MeanAveragePrecision()
+    for image in images:
+        metric.update(*image)
+    got = metric.result()
+    assert abs(got["map"] - float(ref["MaP"])) < 1e-5
+    assert abs(got["map50"] - float(ref["MaP@[IoU=50]"])) < 1e-5
+
+
+def test_map_perfect_and_empty_detections():
+    g = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], float)
+    perfect, empty = MeanAveragePrecision(), MeanAveragePrecision()
+    perfect.update(g, [0, 1], g, [0.9, 0.8], [0, 1])
+    empty.update(g, [0, 1], np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))
+    assert perfect.result()["map"] == pytest.approx(1.0)
+    assert empty.result()["map50"] == 0.0

@@ -1,0 +1,147 @@
+"""GTSDB reader, split, labels and tf.data pipeline, on generated sets in the real layout."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from afp_tf.data import gtsdb, gtsdb_synth
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    return gtsdb_synth.generate(tmp_path_factory.mktemp("gtsdb"), 12, scale=0.1, seed=5)
+
+
+def _cfg(data_dir, **overrides):
+    data = {
+        "source": "local",
+        "data_dir": str(data_dir),
+        "download": False,
+        "val_fraction": 0.25,
+        "seed": 0,
+        "batch_size": 4,
+        "eval_batch_size": 4,
+        "image_size": 64,
+    }
+    data.update(overrides)
+    return ml_collections.ConfigDict({"data": data})
+
+
+def test_category_map_covers_43_classes_once():
+    classes = sorted(c for group in gtsdb_synth.CATEGORY_CLASSES for c in group)
+    assert classes == list(range(43))
+    assert gtsdb_synth.CLASS_TO_CATEGORY[14] == 3  # stop sign: "other"
+    assert gtsdb_synth.CLASS_TO_CATEGORY[11] == 1  # right-of-way at next crossing: danger
+
+
+def test_generate_writes_ppm_and_gt_layout(layout):
+    images = sorted(layout.glob("*.ppm"))
+    assert [p.name for p in images[:2]] == ["00000.ppm", "00001.ppm"]
+    image = gtsdb.read_ppm(images[0])
+    assert image.shape == (80, 136, 3) and image.dtype == np.uint8
+    fields = (layout / "gt.txt").read_text().splitlines()[0].split(";")
+    assert len(fields) == 6 and fields[0].endswith(".ppm")
+
+
+def test_generate_same_seed_same_files(tmp_path):
+    a = gtsdb_synth.generate(tmp_path / "a", 3, scale=0.05, seed=1)
+    b = gtsdb_synth.generate(tmp_path / "b", 3, scale=0.05, seed=1)
+    assert (a / "gt.txt").read_text() == (b / "gt.txt").read_text()
+    assert (a / "00002.ppm").read_bytes() == (b / "00002.ppm").read_bytes()
+
+
+def test_generate_cli_writes_requested_images(tmp_path):
+    gtsdb_synth.main(["--out", str(tmp_path), "--num-images", "2", "--scale", "0.05"])
+    assert len(list(tmp_path.glob("*.ppm"))) == 2
+
+
+def test_read_annotations_keeps_negatives(tmp_path):
+    layout = gtsdb_synth.generate(tmp_path, 20, scale=0.05, seed=2, negative_fraction=0.5)
+    annotations = gtsdb.read_annotations(layout)
+    assert len(annotations) == 20
+    assert any(len(a.classes) == 0 for a in annotations)
+    assert sum(len(a.classes) for a in annotations) == len((layout / "gt.txt").read_text().split())
+
+
+def test_standard_split_900_images_gives_600_300():
+    fake = [gtsdb.Annotation(None, 1, 1, np.zeros((0, 4)), np.zeros(0)) for _ in range(900)]
+    for i, a in enumerate(fake):
+        object.__setattr__(a, "path", i)
+    splits = gtsdb.standard_split(fake, 0.1, seed=0)
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (540, 60, 300)
+    assert [a.path for a in splits["test"]] == list(range(600, 900))
+    assert max(a.path for a in splits["train"] + splits["val"]) == 599
+
+
+def test_load_gtsdb_categories_labels_and_shapes(layout):
+    data = gtsdb.load_gtsdb(_cfg(layout))
+    assert (data.num_train, data.num_val, data.num_test) == (6, 2, 4)
+    assert data.num_classes == 4 and data.class_names[0] == "prohibitory"
+    images, targets = next(iter(data.test))
+    assert images.shape == (4, 64, 64, 3) and float(images.numpy().min()) >= 0
+    assert float(images.numpy().max()) <= 1.0
+    assert targets.shape == (4, 16, 5)
+    classes = targets.numpy()[..., 4]
+    assert set(np.unique(classes)) <= {-1, 0, 1, 2, 3}
+    real = targets.numpy()[classes >= 0, :4]
+    assert (real >= 0).all() and (real <= 1).all() and (real[:, 2:] > real[:, :2]).all()
+
+
+def test_load_gtsdb_classes_labels_match_gt_file(layout):
+    data = gtsdb.load_gtsdb(_cfg(layout, labels="classes", val_fraction=0.1))
+    assert data.num_classes == 43
+    ids = [int(line.split(";")[5]) for line in (layout / "gt.txt").read_text().split()]
+    test_names = {f"{i:05d}.ppm" for i in range(8, 12)}
+    expected = [
+        int(line.split(";")[5])
+        for line in (layout / "gt.txt").read_text().split()
+        if line.split(";")[0] in test_names
+    ]
+    got = np.concatenate([t.numpy()[..., 4].ravel() for _, t in data.test])
+    assert sorted(got[got >= 0].astype(int).tolist()) == sorted(expected)
+    assert max(ids) < 43
+
+
+def test_pack_targets_normalises_inclusive_pixel_boxes():
+    ann = gtsdb.Annotation(None, 100, 50, np.array([[9, 4, 19, 14]], np.float32), np.array([14]))
+    packed = gtsdb.pack_targets(ann, "categories", 3)
+    np.testing.assert_allclose(packed[0], [0.09, 0.08, 0.2, 0.3, 3], rtol=1e-6)
+    assert (packed[1:, 4] == -1).all()
+    unpacked = gtsdb.unpack_targets(packed)
+    assert float(unpacked["boxes"][1, 0]) == -1.0
+
+
+def test_read_annotations_malformed_line_names_line_number(tmp_path):
+    layout = gtsdb_synth.generate(tmp_path, 2, scale=0.05, seed=0)
+    gt = layout / "gt.txt"
+    gt.write_text(gt.read_text() + "00001.ppm;1;2;three;4;5\n")
+    n = len(gt.read_text().splitlines())
+    with pytest.raises(ValueError, match=rf"gt\.txt:{n}: malformed line"):
+        gtsdb.read_annotations(layout)
+
+
+def test_read_annotations_unknown_class_raises(tmp_path):
+    layout = gtsdb_synth.generate(tmp_path, 2, scale=0.05, seed=0)
+    (layout / "gt.txt").write_text("00000.ppm;1;2;3;4;43\n")
+    with pytest.raises(ValueError, match="gt.txt:1: bad class id"):
+        gtsdb.read_annotations(layout)
+
+
+def test_load_gtsdb_missing_dir_raises_with_hint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="FullIJCNN2013.zip"):
+        gtsdb.load_gtsdb(_cfg(tmp_path / "nowhere"))
+
+
+def test_load_gtsdb_synthetic_source_generates_once(tmp_path):
+    cfg = _cfg(tmp_path, source="synthetic", synthetic_images=6, synthetic_scale=0.05)
+    data = gtsdb.load_gtsdb(cfg)
+    assert data.source.startswith("synthetic") and data.num_test == 2
+    gt_files = list(tmp_path.glob("*/gt.txt"))
+    mtime = gt_files[0].stat().st_mtime_ns
+    gtsdb.load_gtsdb(cfg)
+    assert len(gt_files) == 1 and gt_files[0].stat().st_mtime_ns == mtime
+
+
+def test_sample_returns_arrays_of_split(layout):
+    x, y = gtsdb.load_gtsdb(_cfg(layout)).sample("val", 2)
+    assert x.shape == (2, 64, 64, 3) and y.shape == (2, 16, 5)

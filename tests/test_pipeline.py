@@ -1,0 +1,150 @@
+"""The main job end to end on tiny IDX data: artifacts, floor, resume after SIGKILL, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from afp_tf import config_lib, pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _overrides(data_dir, *extra):
+    return [
+        f"data.data_dir={data_dir}",
+        "data.source=local",
+        "data.batch_size=64",
+        "train.baseline_epochs=2",
+        "train.learning_rate=0.05",
+        "train.progress=false",
+        "prune.tolerance=0.2",
+        "prune.max_rounds=3",
+        "prune.p_max=0.3",
+        "prune.recovery_epochs=1",
+        "prune.finetune_epochs=1",
+        "export.enabled=false",
+        *extra,
+    ]
+
+
+def _config(data_dir, *extra):
+    cfg = config_lib.load_config("lenet5_fashion_mnist:quick")
+    config_lib.apply_overrides(cfg, _overrides(data_dir, *extra))
+    return cfg
+
+
+def _cli(workdir, data_dir, *extra, **kwargs):
+    cmd = [
+        sys.executable,
+        "-m",
+        "afp_tf.main",
+        "--config",
+        "lenet5_fashion_mnist:quick",
+        "--workdir",
+        str(workdir),
+    ]
+    cmd += [f"--config.{o}" for o in _overrides(data_dir, *extra)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+@pytest.mark.slow
+def test_pipeline_quick_run_prunes_within_floor_and_writes_artifacts(tmp_path, tiny_fashion_mnist):
+    summary = pipeline.run(_config(tiny_fashion_mnist), tmp_path)
+    for name in (
+        "baseline.keras",
+        "pruned.keras",
+        "report.md",
+        "report.json",
+        "metrics.jsonl",
+        "plots/filters_per_layer.png",
+        "plots/metric_vs_macs.png",
+        "config.json",
+    ):
+        assert (tmp_path / name).exists(), name
+    assert list((tmp_path / "tensorboard").iterdir())
+    base, pruned = summary["baseline"], summary["pruned"]
+    assert pruned["val"] >= pruned["floor"] - 1e-9
+    assert pruned["macs"] < base["macs"]
+    assert summary["rounds"] >= 1
+    model = keras.saving.load_model(tmp_path / "pruned.keras")
+    assert model.count_params() == pruned["params"]
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"baseline", "penalty", "round"} <= {e["phase"] for e in events}
+
+
+@pytest.mark.slow
+def test_pipeline_absurd_learning_rate_rolls_back_to_last_good(tmp_path, tiny_fashion_mnist):
+    cfg = _config(
+        tiny_fashion_mnist,
+        "prune.learning_rate=1e12",
+        "prune.max_nonfinite_retries=1",
+        "train.baseline_epochs=1",
+        "prune.finetune_epochs=0",
+    )
+    summary = pipeline.run(cfg, tmp_path)
+    assert summary["stop_reason"] == "non-finite loss persisted"
+    assert [r["outcome"] for r in summary["history"]] == ["non-finite loss"] * 2
+    assert summary["pruned"]["macs"] == summary["baseline"]["macs"]
+    assert summary["pruned"]["val"] == pytest.approx(summary["baseline"]["val"])
+    weights = keras.saving.load_model(tmp_path / "pruned.keras").get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+
+
+@pytest.mark.slow
+def test_main_sigkill_mid_round_resumes_and_finishes(tmp_path, tiny_fashion_mnist):
+    state_path = tmp_path / "checkpoints" / "state.json"
+    proc = _cli(tmp_path, tiny_fashion_mnist, "prune.max_rounds=3", "prune.penalty_epochs=2")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            if state.get("phase") == "pruning" and state["prune"]["round"] >= 1:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "run ended before a round completed: " + proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_round = json.loads(state_path.read_text())["prune"]["round"]
+    resumed = _cli(tmp_path, tiny_fashion_mnist, "prune.max_rounds=3", "prune.penalty_epochs=2")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"Resuming pruning after round {killed_round}" in err
+    assert "baseline epoch" not in err  # the baseline was not trained again
+    report = json.loads((tmp_path / "report.json").read_text())
+    rounds = [r["round"] for r in report["history"] if r["outcome"] == "accepted"]
+    assert rounds == sorted(set(rounds)) and rounds[0] == 1
+    assert "MACs" in out and "pruned" in out
+
+
+def test_main_missing_dataset_says_how_to_get_it(tmp_path):
+    proc = _cli(tmp_path / "run", tmp_path / "empty")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert "dataset-fashion-mnist" in err
+
+
+def test_main_unwritable_workdir_clear_error(tmp_path, tiny_fashion_mnist):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = _cli(blocker / "run", tiny_fashion_mnist)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert "Cannot write to workdir" in err
+
+
+def test_main_misspelt_override_exit_2_with_suggestion(tmp_path, tiny_fashion_mnist):
+    proc = _cli(tmp_path, tiny_fashion_mnist, "prune.tolerence=0.1")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "Did you mean 'prune.tolerance'" in err

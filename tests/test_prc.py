@@ -1,0 +1,237 @@
+"""Tests of the pruning rate controller (numbers worked out by hand)."""
+
+import json
+import math
+
+import pytest
+
+from afp_tf import prc
+
+
+def _ctrl(**kw):
+    args = dict(baseline=0.9, tolerance=0.02, p_max=0.2, lambda_max=1e-3)
+    args.update(kw)
+    return prc.PruningRateController(**args)
+
+
+def test_floor_absolute_is_baseline_minus_tolerance():
+    c = _ctrl()
+    assert c.floor == pytest.approx(0.88)
+    assert c.budget == pytest.approx(0.02)
+
+
+def test_floor_relative_is_fraction_of_baseline():
+    c = _ctrl(baseline=0.8, tolerance=0.05, relative=True)
+    assert c.floor == pytest.approx(0.76)
+    assert c.budget == pytest.approx(0.04)
+
+
+@pytest.mark.parametrize(
+    "metric, remaining, quantile, strength",
+    [
+        (0.90, 0.02, 0.2, 1e-3),  # R = eps: full rate
+        (0.89, 0.01, 0.1, 5e-4),  # R = eps / 2: half rate
+        (0.885, 0.005, 0.05, 2.5e-4),
+        (0.95, 0.07, 0.2, 1e-3),  # R > eps: clamped at min(1, R / eps) = 1
+    ],
+)
+def test_plan_scale_free_scales_with_remaining_and_clamps(metric, remaining, quantile, strength):
+    plan = _ctrl().plan(metric)
+    assert plan.remaining == pytest.approx(remaining)
+    assert plan.quantile == pytest.approx(quantile)
+    assert plan.threshold is None
+    assert plan.strength == pytest.approx(strength)
+    assert not plan.recover_only
+
+
+def test_plan_relative_uses_absolute_budget_for_ratio():
+    plan = _ctrl(baseline=0.8, tolerance=0.05, relative=True).plan(0.78)
+    assert plan.remaining == pytest.approx(0.02)
+    assert plan.quantile == pytest.approx(0.1)  # 0.2 * 0.02 / 0.04
+
+
+@pytest.mark.parametrize("metric, threshold, strength", [(0.9, 0.01, 1e-3), (0.95, 0.035, 3.5e-3)])
+def test_plan_linear_is_proportional_and_unclamped(metric, threshold, strength):
+    plan = _ctrl(rule="linear", delta_w=0.5, delta_lambda=0.05).plan(metric)
+    assert plan.quantile is None
+    assert plan.threshold == pytest.approx(threshold)
+    assert plan.strength == pytest.approx(strength)
+
+
+@pytest.mark.parametrize("rule", ["scale_free", "linear"])
+@pytest.mark.parametrize("metric", [0.88, 0.87, 0.5])
+def test_plan_at_or_below_floor_is_recovery_only(rule, metric):
+    plan = _ctrl(rule=rule).plan(metric)
+    assert plan.recover_only
+    assert plan.strength == 0.0
+    assert (plan.quantile or 0.0) == 0.0 and (plan.threshold or 0.0) == 0.0
+    assert plan.remaining == pytest.approx(metric - 0.88)
+
+
+def test_plan_nonfinite_metric_raises():
+    with pytest.raises(ValueError, match="finite"):
+        _ctrl().plan(math.nan)
+
+
+def test_meets_floor_boundary_and_nan():
+    c = _ctrl(baseline=0.9, tolerance=0.01)
+    assert c.meets_floor(0.89)  # 0.9 - 0.01 in floats
+    assert c.meets_floor(0.95)
+    assert not c.meets_floor(0.8899)
+    assert not c.meets_floor(math.nan)
+
+
+def test_should_stop_fresh_controller_none():
+    assert _ctrl().should_stop() is None
+
+
+def test_should_stop_zero_round_budget_stops_at_once():
+    assert _ctrl(max_rounds=0).should_stop() == "round budget"
+
+
+def test_should_stop_after_max_rounds_round_budget():
+    c = _ctrl(max_rounds=2)
+    for _ in range(2):
+        c.plan(0.9)
+        assert c.should_stop() is None
+        c.observe(0.9, macs=100, removed=3)
+    assert c.rounds == 2
+    assert c.should_stop() == "round budget"
+
+
+def test_should_stop_failed_recovery_by_default_after_one():
+    c = _ctrl()
+    c.plan(0.9)
+    c.observe(0.85, removed=4)  # recovered defaults to meets_floor(0.85) = False
+    assert c.failed_recoveries == 1
+    assert c.should_stop() == "recovery failed"
+
+
+def test_should_stop_failed_recovery_respects_max_failed_recoveries():
+    c = _ctrl(max_failed_recoveries=2)
+    c.plan(0.9)
+    c.observe(0.9, removed=4, recovered=False)
+    assert c.should_stop() is None
+    c.observe(0.9, removed=4, recovered=False)
+    assert c.should_stop() == "recovery failed"
+
+
+def test_should_stop_pruning_round_removed_nothing_no_candidates():
+    c = _ctrl()
+    c.plan(0.9)
+    c.observe(0.9, removed=0)
+    assert c.should_stop() == "no candidates"
+
+
+def test_should_stop_recovery_round_removed_nothing_continues():
+    c = _ctrl()
+    assert c.plan(0.88).recover_only
+    c.observe(0.9, removed=0)
+    assert c.should_stop() is None
+
+
+def test_should_stop_macs_target_reached():
+    c = _ctrl(macs_target=1000.0)
+    c.plan(0.9)
+    c.observe(0.9, macs=1500, removed=2)
+    assert c.should_stop() is None
+    c.plan(0.9)
+    c.observe(0.9, macs=1000, removed=2)
+    assert c.should_stop() == "macs target"
+
+
+def test_backoff_halves_rate_and_good_rounds_restore_it():
+    c = _ctrl()
+    c.backoff()
+    plan = c.plan(0.9)
+    assert plan.quantile == pytest.approx(0.1)
+    assert plan.strength == pytest.approx(5e-4)
+    c.backoff()
+    assert c.plan(0.9).quantile == pytest.approx(0.05)
+    c.observe(0.9, removed=1)
+    assert c.plan(0.9).quantile == pytest.approx(0.1)
+    c.observe(0.9, removed=1)
+    c.observe(0.9, removed=1)
+    assert c.plan(0.9).quantile == pytest.approx(0.2)  # capped at full speed
+
+
+def test_backoff_linear_scales_threshold_and_strength():
+    c = _ctrl(rule="linear", delta_w=0.5, delta_lambda=0.05)
+    c.backoff(0.25)
+    plan = c.plan(0.9)
+    assert plan.threshold == pytest.approx(0.0025)
+    assert plan.strength == pytest.approx(2.5e-4)
+
+
+def test_backoff_bad_factor_raises():
+    with pytest.raises(ValueError, match="backoff factor"):
+        _ctrl().backoff(1.5)
+
+
+def test_to_dict_json_round_trip_preserves_config_and_state():
+    c = _ctrl(rule="linear", macs_target=5e6, max_rounds=7, max_failed_recoveries=3)
+    c.plan(0.9)
+    c.observe(0.89, macs=6e6, removed=5)
+    c.observe(0.8, macs=6e6, removed=5)
+    c.backoff()
+    d = json.loads(json.dumps(c.to_dict()))
+    c2 = prc.PruningRateController.from_dict(d)
+    assert c2.to_dict() == c.to_dict()
+    assert c2.plan(0.9) == c.plan(0.9)
+    assert c2.should_stop() == c.should_stop()
+    assert c2.failed_recoveries == 1 and c2.rounds == 2 and c2.scale == pytest.approx(0.5)
+
+
+def test_from_dict_unknown_key_raises():
+    d = _ctrl().to_dict()
+    d["bogus"] = 1
+    with pytest.raises(ValueError, match="bogus"):
+        prc.PruningRateController.from_dict(d)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(tolerance=0.0), "absolute tolerance"),
+        (dict(tolerance=-0.1), "absolute tolerance"),
+        (dict(tolerance=0.95), "absolute tolerance"),
+        (dict(tolerance=1.0, relative=True), "relative tolerance"),
+        (dict(tolerance=0.0, relative=True), "relative tolerance"),
+        (dict(p_max=0.0), "p_max"),
+        (dict(p_max=1.5), "p_max"),
+        (dict(lambda_max=-1.0), "lambda_max"),
+        (dict(delta_w=0.0), "delta_w"),
+        (dict(delta_lambda=-1.0), "delta_lambda"),
+        (dict(max_rounds=-1), "max_rounds"),
+        (dict(max_rounds=2.5), "max_rounds"),
+        (dict(macs_target=0.0), "macs_target"),
+        (dict(max_failed_recoveries=0), "max_failed_recoveries"),
+        (dict(baseline=math.nan), "baseline"),
+    ],
+)
+def test_constructor_bad_argument_raises_naming_it(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _ctrl(**kw)
+
+
+def test_constructor_unknown_rule_suggests_closest():
+    with pytest.raises(ValueError, match="did you mean 'scale_free'"):
+        _ctrl(rule="scalefree")
+
+
+def test_module_has_no_tensorflow_import():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(prc))
+    names = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    } | {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert not names & {"tensorflow", "keras", "numpy"}

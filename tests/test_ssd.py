@@ -1,0 +1,106 @@
+"""SSD model: shapes, prunable structure, surgery, saving, and training through the Trainer."""
+
+import keras
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from afp_tf import surgery
+from afp_tf.data import gtsdb_synth
+from afp_tf.detection import task as detection_task
+from afp_tf.detection.anchors import default_boxes
+from afp_tf.detection.loss import SSDLoss
+from afp_tf.models.ssd import build_ssd, feature_sizes
+
+
+def test_feature_sizes_ssd300_and_cpu_default():
+    assert feature_sizes(300) == [38, 19, 10, 5, 3, 2, 1]
+    assert feature_sizes(512) == [64, 32, 16, 8, 4, 2, 1]
+    assert feature_sizes(160) == [20, 10, 5, 3, 2, 1]
+
+
+@pytest.mark.parametrize("backbone,size", [("mobilenet", 96), ("vgg16", 64)])
+def test_build_ssd_output_matches_anchor_count(backbone, size):
+    model = build_ssd((size, size, 3), 4, backbone, width=0.25)
+    anchors = default_boxes(feature_sizes(size))
+    assert model.output.shape[1:] == (len(anchors), 4 + 5)
+    out = model(np.zeros((1, size, size, 3), np.float32))
+    assert out.shape == (1, len(anchors), 9)
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
+
+
+def test_build_ssd_bad_arguments_raise():
+    with pytest.raises(ValueError, match="backbone"):
+        build_ssd((64, 64, 3), 4, "resnet")
+    with pytest.raises(ValueError, match="square"):
+        build_ssd((64, 96, 3), 4)
+
+
+def test_ssd_groups_predictors_unprunable_rest_prunable():
+    model = build_ssd((96, 96, 3), 4, "mobilenet", width=0.25)
+    groups = {g.name: g for g in surgery.find_channel_groups(model)}
+    preds = [n for n in groups if n.startswith(("cls_pred", "box_pred"))]
+    assert len(preds) == 2 * len(feature_sizes(96))
+    assert all(not groups[n].prunable for n in preds)
+    for name in ("stem_conv", "block11_pw_conv", "extra2_2_conv", "head0_tower0_conv"):
+        assert groups[name].prunable, groups[name].reason
+
+
+def test_ssd_pruned_trains_and_keeps_output_shape(tmp_path):
+    model = build_ssd((64, 64, 3), 2, "mobilenet", width=0.25)
+    groups = [g for g in surgery.find_channel_groups(model) if g.prunable]
+    pruned = surgery.remove_filters(model, {g.name: [0, 1] for g in groups})
+    assert pruned.output.shape == model.output.shape
+    assert pruned.count_params() < model.count_params()
+    anchors = default_boxes(feature_sizes(64))
+    y = np.full((2, 4, 5), -1, np.float32)
+    y[:, 0] = [0.2, 0.2, 0.5, 0.5, 1]
+    pruned.compile(optimizer="adam", loss=SSDLoss(anchors, 2), jit_compile=False)
+    x = np.random.default_rng(0).random((2, 64, 64, 3)).astype(np.float32)
+    losses = [pruned.train_on_batch(x, y) for _ in range(5)]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    path = tmp_path / "pruned.keras"
+    pruned.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded(x), pruned(x), atol=1e-5)
+
+
+def test_detection_task_synthetic_trains_with_trainer(tmp_path):
+    from afp_tf.training import Trainer
+
+    cfg = ml_collections.ConfigDict(
+        {
+            "task": "detection",
+            "model": {"name": "ssd", "width": 0.25, "backbone": "mobilenet"},
+            "data": {
+                "source": "synthetic",
+                "data_dir": str(tmp_path),
+                "download": False,
+                "val_fraction": 0.25,
+                "seed": 0,
+                "batch_size": 4,
+                "eval_batch_size": 4,
+                "image_size": 96,
+                "synthetic_images": 12,
+                "synthetic_scale": 0.1,
+            },
+        }
+    )
+    data = detection_task.load(cfg)
+    strategy = tf.distribute.get_strategy()
+    model = data.build_model()
+    trainer = Trainer(
+        model,
+        loss=data.task.loss,
+        optimizer=lambda: keras.optimizers.Adam(1e-3),
+        strategy=strategy,
+        global_batch_size=4,
+    )
+    first = trainer.train_epoch(data.train, progress=False)["loss"]
+    for _ in range(3):
+        last = trainer.train_epoch(data.train, progress=False)["loss"]
+    assert last < first
+    result = data.task.evaluate(trainer, data.val)
+    assert 0.0 <= result["map50"] <= 1.0 and 0.0 <= result["map"] <= result["map50"]
+    assert gtsdb_synth.NUM_CLASSES == 43 and "4 classes" in data.description

@@ -1,0 +1,224 @@
+"""Tests of afp_tf.training: the compiled, strategy-aware Trainer and make_optimizer."""
+
+import gc
+import time
+import weakref
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from afp_tf import training
+
+NUM_EXAMPLES, BATCH, CLASSES = 37, 8, 3  # 4 full batches and a partial one of 5
+
+
+def _data(n=NUM_EXAMPLES):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    y = rng.integers(0, CLASSES, n).astype(np.int32)
+    return x, y
+
+
+def _dataset(batch=BATCH):
+    return tf.data.Dataset.from_tensor_slices(_data()).batch(batch)
+
+
+def _model(kernel_regularizer=None):
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation="relu", kernel_regularizer=kernel_regularizer),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+
+
+def _trainer(model, strategy=None, optimizer=None, metrics=("accuracy",), **kw):
+    return training.Trainer(
+        model,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=metrics,
+        optimizer=optimizer or (lambda: training.make_optimizer("sgd", 0.1, momentum=0.9)),
+        strategy=strategy or tf.distribute.get_strategy(),
+        global_batch_size=BATCH,
+        **kw,
+    )
+
+
+def _numpy_metrics(model):
+    """Mean cross-entropy and accuracy computed in numpy from the model's logits."""
+    x, y = _data()
+    logits = np.asarray(model(x, training=False), np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -log_probs[np.arange(len(y)), y].mean(), (logits.argmax(axis=1) == y).mean()
+
+
+def test_train_epoch_one_step_changes_weights():
+    model = _model()
+    before = [w.copy() for w in model.get_weights()]
+    logs = _trainer(model).train_epoch(_dataset(), steps=1, progress=False)
+    assert np.isfinite(logs["loss"])
+    assert all(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+@pytest.mark.parametrize("kind", ["default", "mirrored"])
+def test_evaluate_partial_last_batch_matches_numpy(kind):
+    strategy = training.make_strategy(kind)
+    with strategy.scope():
+        model = _model()
+    # A metric object made outside the scope is re-created under it.
+    metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    logs = _trainer(model, strategy, metrics=[metric]).evaluate(_dataset())
+    loss, accuracy = _numpy_metrics(model)
+    assert logs["loss"] == pytest.approx(loss, rel=1e-6)
+    assert logs["accuracy"] == pytest.approx(accuracy, abs=1e-7)
+
+
+def test_train_epoch_zero_learning_rate_task_loss_is_exact_example_mean():
+    model = _model()
+    trainer = _trainer(model, optimizer=lambda: keras.optimizers.SGD(0.0))
+    logs = trainer.train_epoch(_dataset(), progress=False)
+    loss, accuracy = _numpy_metrics(model)
+    assert logs["task_loss"] == pytest.approx(loss, rel=1e-6)
+    assert logs["accuracy"] == pytest.approx(accuracy, abs=1e-7)
+
+
+def test_train_epoch_model_regularizer_counts_as_penalty():
+    model = _model(kernel_regularizer=keras.regularizers.L2(0.01))
+    expected = 0.01 * np.sum(np.square(model.layers[0].kernel.numpy()))
+    logs = _trainer(model).train_epoch(_dataset(), steps=1, progress=False)
+    assert logs["penalty"] == pytest.approx(expected, rel=1e-5)
+    assert logs["loss"] == pytest.approx(logs["task_loss"] + logs["penalty"])
+
+
+def test_trainer_extra_loss_variable_changes_not_retraced():
+    model = _model()
+    strength = tf.Variable(0.0, trainable=False)
+    penalty = lambda: strength * tf.reduce_sum(tf.abs(model.layers[0].kernel))
+    trainer = _trainer(model, extra_losses=[penalty])
+    penalties = []
+    for epoch, value in enumerate([0.0, 0.1, 0.0]):
+        strength.assign(value)
+        penalties.append(trainer.train_epoch(_dataset(), epoch=epoch, progress=False)["penalty"])
+        trainer.evaluate(_dataset())
+    assert trainer.tracing_counts() == {"train": 1, "eval": 1}
+    assert penalties[0] == penalties[2] == 0.0 and penalties[1] > 0.0
+
+
+def test_trainer_mirrored_two_cpus_matches_default():
+    # Same initial weights, data (with a partial last batch) and global batch; 10 SGD steps.
+    init = _model().get_weights()
+    results = []
+    for kind in ("default", "mirrored"):
+        strategy = training.make_strategy(kind)
+        with strategy.scope():
+            model = _model()
+            model.set_weights(init)
+        trainer = _trainer(model, strategy)
+        for _ in range(2):
+            trainer.train_epoch(_dataset(), progress=False)
+        results.append(model.get_weights())
+    assert strategy.num_replicas_in_sync == 2
+    for single, mirrored in zip(*results, strict=True):
+        np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
+
+
+def test_train_epoch_absurd_learning_rate_raises_nonfinite():
+    trainer = _trainer(_model(), optimizer=lambda: training.make_optimizer("sgd", 1e12))
+    start = time.monotonic()
+    with pytest.raises(training.NonFiniteLossError, match=r"epoch 3, step \d") as info:
+        trainer.train_epoch(_dataset().repeat(), steps=50, epoch=3, progress=False)
+    assert info.value.step <= 3 and info.value.epoch == 3
+    assert time.monotonic() - start < 20
+
+
+def test_fit_until_true_stops_after_first_epoch():
+    seen = []
+    history = _trainer(_model()).fit(
+        _dataset(),
+        epochs=5,
+        val_ds=_dataset(),
+        until=lambda val: "accuracy" in val,
+        on_epoch_end=lambda epoch, logs: seen.append(epoch),
+        progress=False,
+    )
+    assert [h["epoch"] for h in history] == [1] and seen == [0]
+    assert {"loss", "task_loss", "penalty", "accuracy", "val_loss", "val_accuracy"} <= set(
+        history[0]
+    )
+
+
+def test_fit_until_without_val_ds_raises():
+    with pytest.raises(ValueError, match="needs val_ds"):
+        _trainer(_model()).fit(_dataset(), epochs=1, until=lambda val: True)
+
+
+def test_trainer_model_outside_mirrored_scope_raises():
+    model = _model()
+    with pytest.raises(ValueError, match=r"strategy.scope\(\)"):
+        _trainer(model, training.make_strategy("mirrored"))
+
+
+def test_trainer_optimizer_outside_mirrored_scope_raises():
+    strategy = training.make_strategy("mirrored")
+    with strategy.scope():
+        model = _model()
+    with pytest.raises(ValueError, match="optimizer"):
+        _trainer(model, strategy, optimizer=keras.optimizers.SGD(0.1))
+
+
+def test_train_epoch_batches_larger_than_global_batch_raise():
+    with pytest.raises(ValueError, match="global_batch_size=8"):
+        _trainer(_model()).train_epoch(_dataset(batch=16), progress=False)
+
+
+def test_trainer_discarded_after_training_is_garbage_collected():
+    model = _model()
+    trainer = _trainer(model)
+    trainer.train_epoch(_dataset(), steps=2, progress=False)
+    trainer.evaluate(_dataset(), steps=1)
+    ref = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "expected"),
+    [
+        ("sgd", {"momentum": 0.9, "nesterov": True}, keras.optimizers.SGD),
+        ("adam", {"schedule": "cosine", "decay_steps": 100}, keras.optimizers.Adam),
+        (
+            "adamw",
+            {"weight_decay": 1e-4, "schedule": "step", "decay_steps": 10},
+            keras.optimizers.AdamW,
+        ),
+    ],
+)
+def test_make_optimizer_known_names_return_optimizer(name, kw, expected):
+    optimizer = training.make_optimizer(name, 0.01, **kw)
+    assert type(optimizer) is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "message"),
+    [
+        ("adm", {}, "Did you mean 'adam'"),
+        ("sgd", {"schedule": "cosine"}, "decay_steps > 0"),
+        ("sgd", {"schedule": "linear"}, "Unknown schedule"),
+        ("sgd", {"momentum": 1.5}, "momentum"),
+    ],
+)
+def test_make_optimizer_bad_arguments_raise(name, kw, message):
+    with pytest.raises(ValueError, match=message):
+        training.make_optimizer(name, 0.01, **kw)
+
+
+def test_make_optimizer_step_schedule_decays_learning_rate():
+    optimizer = training.make_optimizer("sgd", 0.1, schedule="step", decay_steps=2, decay_rate=0.5)
+    assert float(optimizer.learning_rate) == pytest.approx(0.1)
+    optimizer.iterations.assign(4)
+    assert float(optimizer.learning_rate) == pytest.approx(0.025)
