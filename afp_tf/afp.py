@@ -14,16 +14,21 @@ from typing import Any
 import keras
 import numpy as np
 
+NORMALIZATIONS = ("layer_mean", "fan_in", "none")
+
 
 def filter_importance(
-    weights: Mapping[str, Sequence[tuple[Any, int]]], normalize: bool = True
+    weights: Mapping[str, Sequence[tuple[Any, int]]], normalize: str | bool = "layer_mean"
 ) -> dict[str, np.ndarray]:
     """ℓ1 norm of every filter, summed over all producers of its group.
 
     Args:
       weights: group name -> ``(variable, axis)`` pairs.
-      normalize: divide by the number of weights per filter (the sum of the producers' fan-ins)
-        so one global threshold is comparable across layers of different fan-in.
+      normalize: how one global threshold is made comparable across layers:
+        ``"layer_mean"`` divides by the group's mean filter norm (a filter's norm relative to
+        its layer's: robust to each layer's initialisation scale); ``"fan_in"`` (or True)
+        divides by the number of weights per filter (the sum of the producers' fan-ins);
+        ``"none"`` (or False) keeps raw ℓ1 norms (the paper's absolute threshold).
 
     Returns:
       Group name -> float64 array of shape ``[group size]``.
@@ -46,8 +51,20 @@ def filter_importance(
             l1 = a.sum(axis=1)
             total = l1 if total is None else total + l1
             count += a.shape[1]
-        out[name] = total / count if normalize else total
+        out[name] = _normalized(total, count, normalize)
     return out
+
+
+def _normalized(l1: np.ndarray, fan_in: int, mode: str | bool) -> np.ndarray:
+    mode = {True: "fan_in", False: "none"}.get(mode, mode)
+    if mode == "layer_mean":
+        mean = l1.mean()
+        return l1 / mean if mean > 0 else l1
+    if mode == "fan_in":
+        return l1 / fan_in
+    if mode == "none":
+        return l1
+    raise ValueError(f"normalize={mode!r} is not one of {', '.join(NORMALIZATIONS)}.")
 
 
 def select_candidates(
@@ -57,6 +74,7 @@ def select_candidates(
     threshold: float | None = None,
     min_filters: int = 1,
     round_to: int = 1,
+    max_fraction: float = 1.0,
 ) -> dict[str, list[int]]:
     """The filters with importance below a global threshold ``W_t``.
 
@@ -69,10 +87,14 @@ def select_candidates(
       round_to: keep the number of filters remaining in a group a multiple of this (hardware
         rounding): fewer are removed rather than more, and a group whose candidates cannot reach
         a multiple loses none.
+      max_fraction: at most this fraction of a group's filters is selected (the least important
+        first), so one round cannot strip a layer whose whole scale sits below the threshold.
 
     Returns:
       Group name -> sorted filter indices, only for groups with candidates.
     """
+    if not 0 < max_fraction <= 1:
+        raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}.")
     if (quantile is None) == (threshold is None):
         raise ValueError("Give exactly one of quantile= and threshold=.")
     _check_counts(min_filters, round_to)
@@ -91,7 +113,8 @@ def select_candidates(
     for name, s in scores.items():
         below = np.flatnonzero(s < cut)
         below = below[np.argsort(s[below], kind="stable")]  # least important first
-        k = _allowed(s.size, below.size, min_filters, round_to)
+        cap = math.floor(max_fraction * s.size + 1e-9)
+        k = _allowed(s.size, min(below.size, cap), min_filters, round_to)
         if k:
             out[name] = sorted(int(i) for i in below[:k])
     return out

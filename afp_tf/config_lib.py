@@ -19,6 +19,7 @@ DEFAULT_CONFIG = "lenet5_fashion_mnist"
 STRATEGIES = ("default", "mirrored", "multi_worker")
 RULES = ("scale_free", "linear")
 REMOVAL_MODES = ("all", "decayed")
+IMPORTANCE_MODES = ("layer_mean", "fan_in", "none")
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.momentum = 0.9
     c.train.weight_decay = 0.0
     c.train.baseline_epochs = 10
+    c.train.baseline_model = ""  # a trained .keras model to start from instead of training one
     c.train.steps_per_epoch = 0  # 0 = a full pass over the training split
     c.train.progress = True
 
@@ -79,11 +81,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.prune.delta_lambda = 0.05  # linear rule: lambda_t = delta_lambda * R_t
     c.prune.penalty_epochs = 1  # k: epochs of targeted-l1 training per round
     c.prune.recovery_epochs = 2  # r: most epochs of recovery training per round
+    c.prune.recovery_margin = 0.5  # recover up to floor + margin * tolerance when r allows
     c.prune.max_rounds = 20
     c.prune.macs_target = 0.0  # stop once MACs <= this fraction of the baseline; 0 = off
     c.prune.min_filters = 1
     c.prune.round_to = 1  # keep filter counts multiples of this (hardware rounding)
-    c.prune.normalize_importance = True
+    c.prune.importance = "layer_mean"  # layer_mean | fan_in | none (see afp.filter_importance)
+    c.prune.max_group_fraction = 0.5  # most of a group one round may remove
     c.prune.removal = "all"  # all | decayed
     c.prune.decay_fraction = 0.5
     c.prune.finetune_epochs = 2
@@ -208,6 +212,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check_choice("train.strategy", cfg.train.strategy, STRATEGIES)
     _check_choice("prune.rule", p.rule, RULES)
     _check_choice("prune.removal", p.removal, REMOVAL_MODES)
+    _check_choice("prune.importance", p.importance, IMPORTANCE_MODES)
+    _check(
+        0 < p.max_group_fraction <= 1,
+        f"prune.max_group_fraction={p.max_group_fraction} must be in (0, 1].",
+    )
     if p.relative:
         _check(
             0 < p.tolerance < 1, f"prune.tolerance={p.tolerance} must be in (0, 1) when relative."
@@ -222,6 +231,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check(p.lambda_max >= 0, f"prune.lambda_max={p.lambda_max} must be >= 0.")
     _check(p.max_rounds >= 0, f"prune.max_rounds={p.max_rounds} must be >= 0.")
     _check(0 <= p.macs_target < 1, f"prune.macs_target={p.macs_target} must be in [0, 1).")
+    _check(0 <= p.recovery_margin <= 1, f"prune.recovery_margin={p.recovery_margin} not in [0, 1].")
     _check(p.min_filters >= 1, f"prune.min_filters={p.min_filters} must be >= 1.")
     _check(p.round_to >= 1, f"prune.round_to={p.round_to} must be >= 1.")
     _check(0 < p.decay_fraction <= 1, f"prune.decay_fraction={p.decay_fraction} not in (0, 1].")

@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import checkpoint, io_utils, prc, report, stats, tracking, training
-from afp_tf.pruner import Pruner, PruneState, filters_per_group
+from afp_tf.pruner import Pruner, PruneState, filters_per_group, make_controller
 from afp_tf.tasks import TaskData, load_task
 
 PHASES = ("baseline", "pruning", "finetune", "export", "done")
@@ -109,6 +109,8 @@ class Run:
         with self.strategy.scope():
             if state.get("model_file"):
                 model = self.store.load_model(state)
+            elif cfg.train.baseline_model:
+                model = _load_baseline(cfg.train.baseline_model)
             else:
                 model = self.data.build_model()
         beta = cfg.orth.beta if cfg.orth.during_baseline else 0.0
@@ -119,7 +121,8 @@ class Run:
         )
         if self.store.restore_optimizer(state, trainer.optimizer, model):
             logging.info("Resumed baseline training after epoch %d.", state["epoch"])
-        for epoch in range(state["epoch"], cfg.train.baseline_epochs):
+        epochs = 0 if cfg.train.baseline_model else cfg.train.baseline_epochs
+        for epoch in range(state["epoch"], epochs):
             try:
                 logs = trainer.train_epoch(
                     self.data.train,
@@ -135,34 +138,13 @@ class Run:
             val = self.pruner.evaluate(trainer)
             logs.update({f"val_{k}": v for k, v in val.items()})
             self.log.record("baseline", epoch + 1, logs)
-            logging.info(
-                "baseline epoch %d/%d: %s", epoch + 1, cfg.train.baseline_epochs, _fmt_logs(logs)
-            )
+            logging.info("baseline epoch %d/%d: %s", epoch + 1, epochs, _fmt_logs(logs))
             state["epoch"] = epoch + 1
             self._save("baseline", model, trainer.optimizer, tag="baseline_training")
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "baseline.keras")
-        model_stats = stats.model_stats(model)
-        state["baseline"] = {
-            **metrics,
-            "params": model_stats.params,
-            "macs": model_stats.macs,
-            "filters": filters_per_group(model),
-            "stats": model_stats.to_dict(),
-        }
-        p = cfg.prune
-        controller = prc.PruningRateController(
-            baseline=metrics["val"],
-            tolerance=p.tolerance,
-            relative=p.relative,
-            rule=p.rule,
-            p_max=p.p_max,
-            lambda_max=p.lambda_max,
-            delta_w=p.delta_w,
-            delta_lambda=p.delta_lambda,
-            max_rounds=p.max_rounds if p.enabled else 0,
-            macs_target=p.macs_target * model_stats.macs if p.macs_target else None,
-        )
+        state["baseline"] = _describe(model, metrics)
+        controller = make_controller(cfg.prune, metrics["val"], state["baseline"]["macs"])
         state["prune"] = PruneState(
             controller=controller.to_dict(), metric=metrics["val"], epoch=state["epoch"]
         ).to_dict()
@@ -170,8 +152,8 @@ class Run:
             "Baseline: val %.4f, test %.4f, %s params, %s MACs; floor %.4f.",
             metrics["val"],
             metrics["test"],
-            f"{model_stats.params:,}",
-            f"{model_stats.macs:,}",
+            f"{state['baseline']['params']:,}",
+            f"{state['baseline']['macs']:,}",
             controller.floor,
         )
         self._save("pruning", model, tag="baseline")
@@ -220,13 +202,8 @@ class Run:
                 )
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "pruned.keras")
-        model_stats = stats.model_stats(model)
         state["pruned"] = {
-            **metrics,
-            "params": model_stats.params,
-            "macs": model_stats.macs,
-            "filters": filters_per_group(model),
-            "stats": model_stats.to_dict(),
+            **_describe(model, metrics),
             "floor": controller.floor,
             "meets_floor": bool(controller.meets_floor(metrics["val"])),
         }
@@ -276,6 +253,25 @@ class Run:
                     ", ".join(changed),
                 )
         io_utils.write_json(path, current)
+
+
+def _describe(model: keras.Model, metrics: dict[str, float]) -> dict[str, Any]:
+    """Metrics, size and filters per group of a model, for the state and the report."""
+    model_stats = stats.model_stats(model)
+    return {
+        **metrics,
+        "params": model_stats.params,
+        "macs": model_stats.macs,
+        "filters": filters_per_group(model),
+        "stats": model_stats.to_dict(),
+    }
+
+
+def _load_baseline(path: str) -> keras.Model:
+    if not Path(path).is_file():
+        raise RunError(f"train.baseline_model={path!r} does not exist; give a .keras file.")
+    logging.info("Starting from the trained model %s (no baseline training).", path)
+    return keras.saving.load_model(path, compile=False)
 
 
 def _prepare_workdir(workdir: str | os.PathLike) -> Path:

@@ -248,7 +248,7 @@ class Pruner:
             work = surgery.remove_filters(model, {})
             weights = {g.name: surgery.filter_weights(work, g) for g in groups}
             penalty = regularizers.TargetedL1Penalty(weights)
-        before = afp.filter_importance(weights, normalize=self.cfg.normalize_importance)
+        before = afp.filter_importance(weights, normalize=self.cfg.importance)
         candidates: dict[str, list[int]] = {}
         if not plan.recover_only:
             candidates = afp.select_candidates(
@@ -257,17 +257,23 @@ class Pruner:
                 threshold=plan.threshold,
                 min_filters=self.cfg.min_filters,
                 round_to=self.cfg.round_to,
+                max_fraction=self.cfg.max_group_fraction,
             )
             if not candidates:
                 return "no candidates", None, None, {**info, "outcome": "no candidates"}
         penalty.set_candidates(candidates)
         penalty.set_strength(plan.strength)
+        start_norms = afp.filter_importance(weights, normalize="none")
         trainer = self.make_trainer(work, penalty)
         self.train_epochs(trainer, state, self.cfg.penalty_epochs, "penalty")
         if self.cfg.removal == "decayed" and candidates:
-            after = afp.filter_importance(weights, normalize=self.cfg.normalize_importance)
+            end_norms = afp.filter_importance(weights, normalize="none")
             candidates = afp.decayed(
-                before, after, candidates, self.cfg.decay_fraction, round_to=self.cfg.round_to
+                start_norms,
+                end_norms,
+                candidates,
+                self.cfg.decay_fraction,
+                round_to=self.cfg.round_to,
             )
         with self.strategy.scope():
             pruned = surgery.remove_filters(work, candidates)
@@ -275,10 +281,13 @@ class Pruner:
         metric = float(self.evaluate(trainer)[self.task.metric_name])
         info["metric_after_removal"] = metric
         recovery_epochs = 0
-        if not controller.meets_floor(metric):
+        # Recover to a margin above the floor (if r epochs allow) so the next round has some
+        # tolerance to spend; reaching the floor itself is what accepts the round.
+        target = controller.floor + self.cfg.recovery_margin * controller.budget
+        if metric < target:
             epoch0 = state.epoch
             metric = self.train_epochs(
-                trainer, state, self.cfg.recovery_epochs, "recover", until=controller.meets_floor
+                trainer, state, self.cfg.recovery_epochs, "recover", until=lambda m: m >= target
             )
             metric = info["metric_after_removal"] if metric is None else metric
             recovery_epochs = state.epoch - epoch0
@@ -294,6 +303,23 @@ class Pruner:
         outcome = "accepted" if controller.meets_floor(metric) else "failed"
         info["outcome"] = outcome
         return outcome, pruned, trainer, info
+
+
+def make_controller(prune_cfg, baseline: float, baseline_macs: int) -> prc.PruningRateController:
+    """The pruning-rate controller the ``prune`` config section describes."""
+    p = prune_cfg
+    return prc.PruningRateController(
+        baseline=baseline,
+        tolerance=p.tolerance,
+        relative=p.relative,
+        rule=p.rule,
+        p_max=p.p_max,
+        lambda_max=p.lambda_max,
+        delta_w=p.delta_w,
+        delta_lambda=p.delta_lambda,
+        max_rounds=p.max_rounds if p.enabled else 0,
+        macs_target=p.macs_target * baseline_macs if p.macs_target else None,
+    )
 
 
 def orthogonality_loss(model: keras.Model, beta: float) -> Callable[[], tf.Tensor]:

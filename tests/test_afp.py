@@ -17,7 +17,7 @@ def test_filter_importance_sums_producers_and_normalizes_by_fan_in():
     weights = {"g": [(tf.Variable(kernel), 3), (tf.Variable(bias), 0)]}
     l1 = np.abs(kernel).reshape(4, 3).sum(0) + np.abs(bias)
     raw = afp.filter_importance(weights, normalize=False)
-    norm = afp.filter_importance(weights)
+    norm = afp.filter_importance(weights, normalize="fan_in")
     np.testing.assert_allclose(raw["g"], l1)
     np.testing.assert_allclose(norm["g"], l1 / 5)
 
@@ -25,7 +25,7 @@ def test_filter_importance_sums_producers_and_normalizes_by_fan_in():
 def test_filter_importance_normalized_comparable_across_fan_in():
     small = keras.Variable(np.full((1, 1, 2, 3), 0.5, np.float32))  # fan-in 2
     big = keras.Variable(np.full((3, 3, 8, 3), 0.5, np.float32))  # fan-in 72
-    imp = afp.filter_importance({"s": [(small, 3)], "b": [(big, 3)]})
+    imp = afp.filter_importance({"s": [(small, 3)], "b": [(big, 3)]}, normalize="fan_in")
     np.testing.assert_allclose(imp["s"], imp["b"])
     raw = afp.filter_importance({"s": [(small, 3)], "b": [(big, 3)]}, normalize=False)
     np.testing.assert_allclose(raw["b"] / raw["s"], 36.0)
@@ -45,7 +45,7 @@ def test_filter_importance_real_model_variables_match_numpy():
     model = keras.Model(inputs, outputs)
     c1, bn, c2 = (model.get_layer(n) for n in ("c1", "bn", "c2"))
     weights = {"c1": [(c1.kernel, 3), (c1.bias, 0)], "c2": [(c2.kernel, 3)]}
-    imp = afp.filter_importance(weights)
+    imp = afp.filter_importance(weights, normalize="fan_in")
     expected = (np.abs(c1.kernel.numpy()).sum((0, 1, 2)) + np.abs(c1.bias.numpy())) / (27 + 1)
     np.testing.assert_allclose(imp["c1"], expected, rtol=1e-6)
     assert imp["c2"].shape == (6,)
@@ -196,7 +196,7 @@ def test_targeted_penalty_decays_candidates_then_decayed_selects_them():
     conv = keras.layers.Conv2D(8, 3)
     conv.build((None, 6, 6, 3))
     weights = {"g": [(conv.kernel, 3), (conv.bias, 0)]}
-    before = afp.filter_importance(weights)
+    before = afp.filter_importance(weights, normalize="none")
     cands = afp.select_candidates(before, quantile=0.3)
     assert 1 <= len(cands["g"]) < 8
     pen = regularizers.TargetedL1Penalty(weights)
@@ -209,7 +209,27 @@ def test_targeted_penalty_decays_candidates_then_decayed_selects_them():
         opt.apply_gradients(
             zip(tape.gradient(loss, conv.trainable_weights), conv.trainable_weights, strict=True)
         )
-    now = afp.filter_importance(weights)
+    now = afp.filter_importance(weights, normalize="none")
     assert afp.decayed(before, now, cands, 0.5) == cands
     others = [i for i in range(8) if i not in cands["g"]]
     np.testing.assert_allclose(now["g"][others], before["g"][others])
+
+
+def test_filter_importance_layer_mean_removes_init_scale():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 1.5, (3, 3, 4, 6))
+    imp = afp.filter_importance(
+        {"small": [(tf.Variable(0.01 * base), 3)], "big": [(tf.Variable(base), 3)]}
+    )
+    np.testing.assert_allclose(imp["small"], imp["big"], rtol=1e-6)
+    assert imp["big"].mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="layer_mean"):
+        afp.filter_importance({"big": [(tf.Variable(base), 3)]}, normalize="median")
+
+
+def test_select_candidates_max_fraction_caps_each_group():
+    importance = {"a": np.arange(10.0), "b": np.arange(10.0) + 100}
+    out = afp.select_candidates(importance, threshold=50.0, max_fraction=0.3)
+    assert out == {"a": [0, 1, 2]}
+    with pytest.raises(ValueError, match="max_fraction"):
+        afp.select_candidates(importance, threshold=1.0, max_fraction=0)

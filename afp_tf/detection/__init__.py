@@ -1,0 +1,8 @@
+"""Object detection for afp_tf: SSD anchors, loss, decoding, mAP and the detection task.
+
+Modules: ``anchors`` (SSD default boxes, offset encoding), ``loss`` (``SSDLoss``: matching with
+keras-cv ``BoxMatcher``, smooth-L1 + cross-entropy with 3:1 hard negatives), ``decode``
+(keras-cv ``MultiClassNonMaxSuppression``), ``metrics`` (COCO-style mAP@[.5:.95] and mAP@0.5),
+``task`` (config -> data, SSD builder, loss, evaluation), ``kerascv`` (pruning the backbone of
+keras-cv RetinaNet / YOLOV8Detector).
+"""

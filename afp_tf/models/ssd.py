@@ -25,6 +25,9 @@ import keras
 from afp_tf.detection.anchors import DEFAULT_ASPECT_RATIOS, anchors_per_location
 
 BACKBONES = ("vgg16", "mobilenet")
+# Faster than Keras' 0.99 so inference statistics settle within the few hundred steps of a
+# small-data run (with 0.99 the eval-mode loss stayed 3x the train-mode loss after 60 steps).
+_BN_MOMENTUM = 0.9
 
 
 def feature_sizes(input_size: int, num_levels: int | None = None) -> list[int]:
@@ -45,7 +48,7 @@ def _conv(x, filters, kernel, name, strides=1, dilation=1):
         use_bias=False,
         name=f"{name}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -77,7 +80,7 @@ def _mobilenet(x, width):
         x = keras.layers.DepthwiseConv2D(
             3, strides=stride, padding="same", use_bias=False, name=f"block{i}_dw"
         )(x)
-        x = keras.layers.BatchNormalization(name=f"block{i}_dw_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"block{i}_dw_bn")(x)
         x = keras.layers.ReLU(name=f"block{i}_dw_relu")(x)
         x = _conv(x, _ch(filters, width), 1, f"block{i}_pw")
         if i in (5, 11):  # ends of the stride-8 and stride-16 stages
