@@ -17,7 +17,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "lenet5_fashion_mnist"
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
-RULES = ("scale_free", "linear")
+RULES = ("scale_free", "linear", "fixed")
 REMOVAL_MODES = ("all", "decayed")
 IMPORTANCE_MODES = ("layer_mean", "fan_in", "none")
 
@@ -267,3 +267,67 @@ def with_arg(cfg: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
     if arg == "quick":
         return quick(cfg)
     raise ConfigError(f"Unknown config argument {arg!r}: use NAME or NAME:quick.")
+
+
+def detection_config() -> ml_collections.ConfigDict:
+    """The base config plus the keys of SSD on GTSDB (``afp_tf.data.gtsdb``, ``models.ssd``)."""
+    c = base_config()
+    c.task = "detection"
+    c.model.name = "ssd"
+    c.model.backbone = "mobilenet"  # mobilenet | vgg16 (the paper's)
+    c.model.head_depth = 1
+    c.model.min_scale = 0.05
+    c.model.max_scale = 0.6
+    c.data.name = "gtsdb"
+    c.data.data_dir = "~/.cache/afp_tf/gtsdb"
+    c.data.url = (
+        "https://sid.erda.dk/public/archives/ff17dc924eba88d5d01a807357d6614c/FullIJCNN2013.zip"
+    )
+    c.data.sha256 = ""  # set to check the archive
+    c.data.labels = "categories"  # categories (4 super-categories) | classes (43)
+    c.data.image_size = 300
+    c.data.max_boxes = 16
+    c.data.synthetic_images = 300
+    c.data.synthetic_scale = 0.25
+    c.data.batch_size = 16
+    c.data.eval_batch_size = 32
+    c.train.optimizer = "adam"
+    c.train.learning_rate = 2e-3
+    c.prune.tolerance = 0.01  # mAP@0.5 points
+    return c
+
+
+def cifar10_config(model: str, *, learning_rate: float, weight_decay: float):
+    """The CIFAR-10 recipe shared by the VGG and ResNet experiments (GPU-sized)."""
+    c = base_config()
+    c.name = f"{model}_cifar10"
+    c.model.name = model
+    c.data.name = "cifar10"
+    c.train.learning_rate = learning_rate
+    c.train.weight_decay = weight_decay
+    c.train.baseline_epochs = 160
+    c.prune.tolerance = 0.01
+    c.prune.penalty_epochs = 2
+    c.prune.recovery_epochs = 5
+    c.prune.max_rounds = 30
+    c.prune.finetune_epochs = 20
+    return c
+
+
+def lenet5_config(dataset: str):
+    """LeNet-5 (Caffe form) on an MNIST-family dataset, tolerance 1 point: CPU-sized."""
+    c = base_config()
+    c.name = f"lenet5_{dataset}"
+    c.model.name = "lenet5"
+    c.data.name = dataset
+    c.data.augment = False
+    c.train.learning_rate = 0.02
+    c.train.baseline_epochs = 10
+    c.prune.tolerance = 0.01
+    c.prune.p_max = 0.3
+    c.prune.learning_rate = 0.005  # gentler than the baseline's: recovery near the floor
+    c.prune.recovery_epochs = 4
+    c.prune.max_failures = 3
+    c.prune.max_rounds = 20
+    c.prune.finetune_epochs = 3
+    return c

@@ -142,8 +142,10 @@ def _plot_filters(before: dict, after: dict, path: Path) -> None:
     names = list(before)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [before[n] for n in names], width=0.4, label="baseline")
-    ax.bar([x + 0.2 for x in xs], [after.get(n, 0) for n in names], width=0.4, label="pruned")
+    for offset, counts, label in ((-0.2, before, "baseline"), (0.2, after, "pruned")):
+        bars = ax.bar([x + offset for x in xs], [counts.get(n, 0) for n in names], 0.4, label=label)
+        ax.bar_label(bars, fontsize=6)
+    ax.set_yscale("log")
     ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("filters")
     ax.set_title("Filters per prunable layer group")

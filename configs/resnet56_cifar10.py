@@ -10,16 +10,5 @@ from afp_tf import config_lib
 
 
 def get_config(arg=None):
-    c = config_lib.base_config()
-    c.name = "resnet56_cifar10"
-    c.model.name = "resnet56"
-    c.data.name = "cifar10"
-    c.train.learning_rate = 0.1
-    c.train.weight_decay = 1e-4
-    c.train.baseline_epochs = 160
-    c.prune.tolerance = 0.01
-    c.prune.penalty_epochs = 2
-    c.prune.recovery_epochs = 5
-    c.prune.max_rounds = 30
-    c.prune.finetune_epochs = 20
+    c = config_lib.cifar10_config("resnet56", learning_rate=0.1, weight_decay=1e-4)
     return config_lib.with_arg(c, arg)

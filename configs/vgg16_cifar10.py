@@ -10,18 +10,7 @@ from afp_tf import config_lib
 
 
 def get_config(arg=None):
-    c = config_lib.base_config()
-    c.name = "vgg16_cifar10"
-    c.model.name = "vgg16"
-    c.data.name = "cifar10"
-    c.train.learning_rate = 0.05
-    c.train.weight_decay = 5e-4
-    c.train.baseline_epochs = 160
-    c.prune.tolerance = 0.01
-    c.prune.penalty_epochs = 2
-    c.prune.recovery_epochs = 5
-    c.prune.max_rounds = 30
-    c.prune.finetune_epochs = 20
+    c = config_lib.cifar10_config("vgg16", learning_rate=0.05, weight_decay=5e-4)
     if arg == "quick":
         c.model.width = 0.25
     return config_lib.with_arg(c, arg)
