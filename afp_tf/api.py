@@ -10,13 +10,17 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import config_lib, prc, stats, training
-from afp_tf.pruner import Pruner, PruneState, Task, filters_per_group
+from afp_tf import config_lib, stats, surgery, training
+from afp_tf.pruner import Pruner, PruneState, Task, filters_per_group, make_controller
+
+# Keys of the ``prune`` config section that only the main job uses (it fine-tunes and sets the
+# learning rate itself); ``prune()`` takes the optimizer from the model instead.
+_PIPELINE_ONLY = ("enabled", "finetune_epochs", "learning_rate")
 
 _ACCURACY = {
-    "SparseCategoricalCrossentropy": keras.metrics.SparseCategoricalAccuracy,
-    "CategoricalCrossentropy": keras.metrics.CategoricalAccuracy,
-    "BinaryCrossentropy": keras.metrics.BinaryAccuracy,
+    "sparsecategoricalcrossentropy": keras.metrics.SparseCategoricalAccuracy,
+    "categoricalcrossentropy": keras.metrics.CategoricalAccuracy,
+    "binarycrossentropy": keras.metrics.BinaryAccuracy,
 }
 
 
@@ -57,6 +61,7 @@ def prune(
     loss=None,
     optimizer: keras.optimizers.Optimizer | None = None,
     batch_size: int = 128,
+    steps_per_epoch: int | None = None,
     strategy: tf.distribute.Strategy | None = None,
     orth_beta: float = 1e-3,
     progress: bool = True,
@@ -65,8 +70,8 @@ def prune(
     """Prunes whole filters of ``model`` while its validation metric stays within ``tolerance``.
 
     Args:
-      model: a functional Keras model, trained. Its compiled loss, first metric and optimizer
-        are used unless given here.
+      model: a functional Keras model, trained; it is not modified. Its compiled loss, first
+        metric and optimizer are used unless given here.
       train_data: a batched ``tf.data.Dataset`` of ``(x, y)`` or a tuple of arrays ``(x, y)``.
       val_data: the same for validation; every decision is taken on it. Required.
       tolerance: accepted drop of the metric (absolute, e.g. 0.01 = one point; or a fraction of
@@ -74,6 +79,7 @@ def prune(
       metric: decision metric (higher is better); default: the model's first compiled metric.
       loss, optimizer: override the compiled ones (the optimizer is re-created after surgery).
       batch_size: for array inputs.
+      steps_per_epoch: batches per training epoch; None for a full pass over ``train_data``.
       strategy: a ``tf.distribute`` strategy; ``model`` must have been built under its scope.
       orth_beta: strength of the orthogonality regulariser (0 = off).
       progress: show progress bars.
@@ -82,25 +88,32 @@ def prune(
 
     Returns:
       A :class:`PruneResult`; ``result.model`` never scores below the floor on ``val_data``.
+
+    Raises:
+      ValueError: missing ``val_data``, no loss or metric to use, unbatched data, a bad option
+        value; ``afp_tf.surgery.SurgeryError`` for a model the surgery cannot handle.
+      TypeError: an unknown option, or data of an unsupported type.
     """
     if val_data is None:
         raise ValueError("val_data is required: pruning decisions are taken on a validation set.")
     cfg = config_lib.base_config()
     cfg.prune.tolerance = tolerance
     cfg.prune.relative = relative
+    valid = sorted(k for k in cfg.prune if k not in _PIPELINE_ONLY)
     for key, value in prune_options.items():
-        if key not in cfg.prune:
+        if key not in valid:
             raise TypeError(
-                f"prune() got an unknown option {key!r}; options are the keys of the "
-                f"prune config: {', '.join(sorted(cfg.prune.keys()))}."
+                f"prune() got an unknown option {key!r}; valid options: {', '.join(valid)}."
             )
         cfg.prune[key] = value
     config_lib.validate(cfg)
+    surgery.find_channel_groups(model)  # a clear SurgeryError for models it cannot handle
     strategy = strategy or tf.distribute.get_strategy()
     task = _task_from_model(model, loss, metric)
     make_optimizer = _optimizer_factory(model, optimizer)
-    train_ds, global_batch = _as_dataset(train_data, batch_size, shuffle=True)
-    val_ds, _ = _as_dataset(val_data, batch_size, shuffle=False)
+    rank = len(model.inputs[0].shape)
+    train_ds, global_batch = _as_dataset(train_data, batch_size, rank, shuffle=True)
+    val_ds, _ = _as_dataset(val_data, batch_size, rank, shuffle=False)
 
     pruner = Pruner(
         prune_cfg=cfg.prune,
@@ -111,35 +124,19 @@ def prune(
         optimizer_factory=make_optimizer,
         global_batch_size=global_batch,
         orth_beta=orth_beta,
+        steps_per_epoch=steps_per_epoch,
         progress=progress,
     )
     baseline = float(pruner.evaluate(pruner.make_trainer(model))[task.metric_name])
     stats_before = stats.model_stats(model)
-    p = cfg.prune
-    controller = prc.PruningRateController(
-        baseline=baseline,
-        tolerance=p.tolerance,
-        relative=p.relative,
-        rule=p.rule,
-        p_max=p.p_max,
-        lambda_max=p.lambda_max,
-        delta_w=p.delta_w,
-        delta_lambda=p.delta_lambda,
-        max_rounds=p.max_rounds,
-        macs_target=p.macs_target * stats_before.macs or None,
-    )
+    controller = make_controller(cfg.prune, baseline, stats_before.macs)
     state = PruneState(controller=controller.to_dict(), metric=baseline)
     pruned, state = pruner.run(model, state)
-    if pruned is model:  # nothing accepted: still hand back a separate, plain copy
-        from afp_tf import surgery  # noqa: PLC0415
-
-        with strategy.scope():
+    with strategy.scope():
+        if pruned is model:  # nothing accepted: still hand back a separate, plain copy
             pruned = surgery.remove_filters(model, {})
-    if model.compiled:
-        try:
-            pruned.compile(optimizer=make_optimizer(), loss=task.loss, metrics=task.metrics())
-        except (TypeError, ValueError) as e:  # pragma: no cover - exotic compile configs
-            logging.warning("Could not compile the pruned model like the input: %s", e)
+        if model.compiled:
+            compile_like(model, pruned)
     stats_after = stats.model_stats(pruned)
     before, after = filters_per_group(model), filters_per_group(pruned)
     return PruneResult(
@@ -156,9 +153,21 @@ def prune(
     )
 
 
+def compile_like(source: keras.Model, target: keras.Model) -> None:
+    """Compiles ``target`` with ``source``'s compile config (fresh optimizer and metrics).
+
+    Call under the strategy scope ``target`` lives in. Logs a warning when the config cannot be
+    rebuilt (e.g. unregistered custom objects); ``target`` then stays uncompiled.
+    """
+    try:
+        target.compile_from_config(source.get_compile_config())
+    except (TypeError, ValueError) as e:
+        logging.warning("Could not compile the pruned model like the input: %s", e)
+
+
 def _task_from_model(model: keras.Model, loss, metric) -> Task:
     """The user's compiled loss and first metric, or the ones given."""
-    compiled = model.get_compile_config() if model.compiled else {}
+    compiled = (model.get_compile_config() or {}) if model.compiled else {}
     if loss is None:
         loss = compiled.get("loss")
         if loss is None:
@@ -174,14 +183,15 @@ def _task_from_model(model: keras.Model, loss, metric) -> Task:
 
 
 def _metric_factory(metric, loss):
+    """A zero-argument factory of fresh instances of ``metric``."""
     if isinstance(metric, keras.metrics.Metric):
         config, cls = metric.get_config(), type(metric)
         return lambda: cls.from_config(config)
     if isinstance(metric, dict):
         return lambda: keras.metrics.deserialize(metric)
-    if metric in ("accuracy", "acc"):
-        name = type(loss).__name__ if not isinstance(loss, str) else loss
-        cls = _ACCURACY.get(name, keras.metrics.SparseCategoricalAccuracy)
+    if metric in ("accuracy", "acc"):  # as Keras resolves it: by the loss
+        name = getattr(loss, "__name__", type(loss).__name__) if not isinstance(loss, str) else loss
+        cls = _ACCURACY.get(name.lower().replace("_", ""), keras.metrics.SparseCategoricalAccuracy)
         return lambda: cls(name="accuracy")
     return lambda: keras.metrics.get(metric)
 
@@ -194,12 +204,18 @@ def _optimizer_factory(model: keras.Model, optimizer):
     return lambda: cls.from_config(config)
 
 
-def _as_dataset(data, batch_size: int, *, shuffle: bool) -> tuple[tf.data.Dataset, int]:
+def _as_dataset(
+    data, batch_size: int, input_rank: int, *, shuffle: bool
+) -> tuple[tf.data.Dataset, int]:
+    """``data`` as a batched dataset of ``(x, y)`` and its (global) batch size."""
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         first = spec[0] if isinstance(spec, tuple) else spec
-        if first.shape.rank is None or first.shape[0] is not None and first.shape.rank < 2:
-            raise ValueError("Datasets must be batched: dataset.batch(n) yielding (x, y).")
+        if isinstance(first, tf.TensorSpec) and first.shape.rank != input_rank:
+            raise ValueError(
+                f"Datasets must be batched and yield (x, y) with x of rank {input_rank} (the "
+                f"model's input with its batch axis), got x spec {first}; use dataset.batch(n)."
+            )
         return data, _batch_of(data, batch_size)
     if isinstance(data, tuple) and len(data) == 2:
         x, y = (np.asarray(a) for a in data)
@@ -207,11 +223,14 @@ def _as_dataset(data, batch_size: int, *, shuffle: bool) -> tuple[tf.data.Datase
         if shuffle:
             ds = ds.shuffle(len(x), seed=0, reshuffle_each_iteration=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), batch_size
-    raise TypeError("Data must be a batched tf.data.Dataset of (x, y) or a tuple (x, y) of arrays.")
+    raise TypeError(
+        f"Data must be a batched tf.data.Dataset of (x, y) or a tuple (x, y) of arrays, got "
+        f"{type(data).__name__}."
+    )
 
 
 def _batch_of(ds: tf.data.Dataset, default: int) -> int:
     """The batch size of a batched dataset (its first batch), for loss scaling."""
-    for x, _ in ds.take(1):
+    for x, *_ in ds.take(1):
         return int(tf.shape(x)[0])
     return default

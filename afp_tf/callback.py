@@ -1,9 +1,10 @@
 """``AFPCallback``: adaptive filter pruning for users of ``model.fit``.
 
 During ``fit`` the callback applies the orthogonality regulariser and the targeted ℓ1 penalty
-(strength and candidates chosen each epoch by the pruning-rate controller from the monitored
-validation metric). After ``fit``, :attr:`AFPCallback.pruned_model` holds the model with the last
-candidates physically removed; evaluate it, and fine-tune if needed.
+(strength and candidates chosen at each epoch end by the pruning-rate controller from the
+monitored validation metric) as regularizers on the producer kernels. After ``fit`` it detaches
+them and :attr:`AFPCallback.pruned_model` holds the model without the filters penalised during the
+last epoch; evaluate it, and fine-tune if needed.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import afp, prc, regularizers, surgery
+from afp_tf.api import compile_like
 
 
 class _FilterPenalty(keras.regularizers.Regularizer):
-    """λ·Σ_f mask[f]·‖w_f‖₁ + β·orth(w) for one producer kernel; λ and mask are variables."""
+    """λ·Σ_f mask[f]·‖w_f‖₁ + β·orth(w) (+ the variable's own regularizer) for one kernel.
 
-    def __init__(self, strength: tf.Variable, mask: tf.Variable, axis: int, beta: float):
-        self.strength, self.mask, self.axis, self.beta = strength, mask, axis, beta
+    λ and the mask are variables, so changing them does not retrace the compiled train step. Not
+    serialisable: the callback gives the variable its own regularizer back after ``fit``.
+    """
+
+    def __init__(self, strength: tf.Variable, mask: tf.Variable, axis: int, beta: float, base):
+        self.strength, self.mask, self.axis, self.beta, self.base = strength, mask, axis, beta, base
 
     def __call__(self, x):
         axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
@@ -27,21 +33,32 @@ class _FilterPenalty(keras.regularizers.Regularizer):
         penalty = self.strength * tf.reduce_sum(self.mask * l1)
         if self.beta:
             penalty += self.beta * regularizers.orthogonality_penalty(x, filter_axis=self.axis)
+        if self.base is not None:
+            penalty += self.base(x)
         return penalty
-
-    def get_config(self):  # not saved with the model: the callback detaches it after fit
-        return {}
 
 
 class AFPCallback(keras.callbacks.Callback):
     """Selects and shrinks the least important filters during ``fit``; removes them after.
 
+    Candidates chosen at the end of epoch ``e`` are penalised during epoch ``e + 1``; after
+    ``fit`` the candidates penalised during the last epoch are removed, provided the monitored
+    metric still met the floor at its end. So ``fit`` needs at least ``warmup_epochs + 1`` epochs
+    to remove anything.
+
     Args:
-      tolerance: accepted drop of ``monitor`` from its value after ``warmup_epochs``.
+      tolerance: accepted drop of ``monitor`` from its value after ``warmup_epochs`` (absolute).
       monitor: the validation metric in the epoch logs (higher is better).
       warmup_epochs: epochs of plain (orthogonality-regularised) training before selection.
       p_max, lambda_max, rule, min_filters: as in the ``prune`` config section.
+      max_group_fraction: most of a group's filters one selection may take.
       orth_beta: orthogonality strength (0 = off).
+
+    Attributes:
+      candidates: group name -> filter indices selected at the last epoch end.
+      removal: what :attr:`pruned_model` lacks (candidates penalised during the last epoch).
+      pruned_model: after ``fit``, the smaller model, compiled like the input if it was.
+      history: one dict per epoch after warm-up (metric, strength, number of candidates).
     """
 
     def __init__(
@@ -53,39 +70,45 @@ class AFPCallback(keras.callbacks.Callback):
         lambda_max: float = 1e-3,
         rule: str = "scale_free",
         min_filters: int = 1,
+        max_group_fraction: float = 0.5,
         orth_beta: float = 1e-3,
     ):
         super().__init__()
+        if warmup_epochs < 1:
+            raise ValueError(f"warmup_epochs must be >= 1 (the baseline), got {warmup_epochs}.")
         self.tolerance, self.monitor, self.warmup_epochs = tolerance, monitor, warmup_epochs
         self.p_max, self.lambda_max, self.rule = p_max, lambda_max, rule
-        self.min_filters, self.orth_beta = min_filters, orth_beta
+        self.min_filters, self.max_group_fraction = min_filters, max_group_fraction
+        self.orth_beta = orth_beta
         self.controller: prc.PruningRateController | None = None
         self.candidates: dict[str, list[int]] = {}
+        self.removal: dict[str, list[int]] = {}
         self.pruned_model: keras.Model | None = None
+        self.history: list[dict] = []
+        self._attached: list[tuple[keras.Variable, object]] = []
 
     def on_train_begin(self, logs=None):
         groups = [g for g in surgery.find_channel_groups(self.model) if g.prunable]
         self._weights = {g.name: surgery.filter_weights(self.model, g) for g in groups}
         self._strength = tf.Variable(0.0, trainable=False, name="afp_strength")
-        self._masks = {}
-        self._attached = []
+        self._masks = {
+            g.name: tf.Variable(tf.zeros([g.size]), trainable=False, name=f"afp_mask_{i}")
+            for i, g in enumerate(groups)
+        }
+        self.candidates, self.removal, self.pruned_model = {}, {}, None
         for name, pairs in self._weights.items():
-            size = next(g.size for g in groups if g.name == name)
-            mask = tf.Variable(
-                tf.zeros([size]), trainable=False, name=f"afp_mask_{len(self._masks)}"
-            )
-            self._masks[name] = mask
             for var, axis in pairs:
-                if var.regularizer is not None:
-                    logging.warning("%s already has a regularizer; AFP leaves it alone.", var.path)
-                    continue
-                var.regularizer = _FilterPenalty(self._strength, mask, axis, self.orth_beta)
-                self._attached.append(var)
+                base = var.regularizer
+                var.regularizer = _FilterPenalty(
+                    self._strength, self._masks[name], axis, self.orth_beta, base
+                )
+                self._attached.append((var, base))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.monitor not in logs:
-            raise KeyError(
+            self._detach()
+            raise ValueError(
                 f"AFPCallback monitors {self.monitor!r}, not in the epoch logs "
                 f"({', '.join(logs)}); pass validation_data to fit or set monitor=."
             )
@@ -100,34 +123,50 @@ class AFPCallback(keras.callbacks.Callback):
                 p_max=self.p_max,
                 lambda_max=self.lambda_max,
             )
+        self.removal = self.candidates if self.controller.meets_floor(value) else {}
         plan = self.controller.plan(value)
-        importance = afp.filter_importance(self._weights)
-        self.candidates = (
-            {}
-            if plan.recover_only
-            else afp.select_candidates(
-                importance,
+        self.candidates = {}
+        if not plan.recover_only:
+            self.candidates = afp.select_candidates(
+                afp.filter_importance(self._weights),
                 quantile=plan.quantile,
                 threshold=plan.threshold,
                 min_filters=self.min_filters,
+                max_fraction=self.max_group_fraction,
             )
-        )
         self._strength.assign(plan.strength)
         for name, mask in self._masks.items():
             values = [0.0] * mask.shape[0]
             for i in self.candidates.get(name, []):
                 values[i] = 1.0
             mask.assign(values)
+        count = sum(map(len, self.candidates.values()))
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                self.monitor: value,
+                "strength": plan.strength,
+                "candidates": count,
+            }
+        )
         logging.info(
             "AFP epoch %d: %s %.4f, %d candidates, lambda %.3g",
             epoch + 1,
             self.monitor,
             value,
-            sum(map(len, self.candidates.values())),
+            count,
             plan.strength,
         )
 
     def on_train_end(self, logs=None):
-        for var in self._attached:
-            var.regularizer = None
-        self.pruned_model = surgery.remove_filters(self.model, self.candidates)
+        self._detach()
+        with self.model.distribute_strategy.scope():
+            self.pruned_model = surgery.remove_filters(self.model, self.removal)
+            if self.model.compiled:
+                compile_like(self.model, self.pruned_model)
+
+    def _detach(self) -> None:
+        """Gives every variable back its own regularizer."""
+        for var, base in self._attached:
+            var.regularizer = base
+        self._attached = []

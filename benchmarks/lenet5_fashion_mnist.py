@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from absl import logging  # noqa: E402
 from common import write_result  # noqa: E402
 
 from afp_tf import config_lib, pipeline  # noqa: E402
@@ -53,6 +54,7 @@ def run_one(tolerance: float, workdir: Path, overrides: list[str]) -> dict:
 
 
 def main() -> None:
+    logging.set_verbosity(logging.INFO)  # the per-round log lines, as the CLI shows them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tolerances", default="0.01,0.005")
     parser.add_argument("--workdir", default="runs/bench_lenet5_fashion_mnist", type=Path)

@@ -1,0 +1,274 @@
+"""Tests of ``afp_tf.prune``: a compiled Keras model and its data in, a plain smaller model out."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import learnable_images
+from keras.src.models.functional import Functional
+
+import afp_tf
+from afp_tf import distribute, surgery
+
+SIZE, CLASSES = 28, 4
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def make_data(n, seed):
+    """Float images in [0, 1] whose class (of 4) is where a bright square sits."""
+    x, y = learnable_images(n, seed, size=SIZE, classes=CLASSES)
+    return x[..., None].astype(np.float32) / 255.0, y.astype(np.int32)
+
+
+def build_model():
+    """A small functional net with BatchNormalization, a residual Add and Flatten -> Dense."""
+    L = keras.layers
+    inp = keras.Input((SIZE, SIZE, 1))
+    x = L.Conv2D(12, 3, strides=2, padding="same", use_bias=False)(inp)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.Add()([x, L.Conv2D(12, 3, padding="same", activation="relu")(x)])
+    x = L.Conv2D(12, 3, strides=2, padding="same", activation="relu")(x)
+    x = L.Flatten()(L.MaxPooling2D(2)(x))
+    return keras.Model(inp, L.Dense(CLASSES)(x), name="small_resnet")
+
+
+def trained_model(x, y, epochs=2):
+    """``build_model()`` compiled with Adam, the loss and accuracy, trained on ``(x, y)``."""
+    model = build_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS, metrics=["accuracy"])
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data(512, 1), make_data(256, 2)
+
+
+@pytest.fixture(scope="module")
+def pruned(data):
+    """One ``afp_tf.prune`` run on tf.data datasets; the input model and its weights before."""
+    keras.utils.set_random_seed(0)
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt)
+    before = [w.copy() for w in model.get_weights()]
+    train = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(512, seed=0).batch(64)
+    val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(128)
+    result = afp_tf.prune(model, train, val_data=val, tolerance=0.05, max_rounds=2, progress=False)
+    return model, before, result
+
+
+def test_prune_functional_bn_residual_returns_smaller_model_above_floor(pruned):
+    _, _, result = pruned
+    assert result.params[1] < result.params[0]
+    assert result.macs[1] < result.macs[0]
+    assert result.rounds >= 1
+    assert result.metric >= result.floor
+    assert result.floor == pytest.approx(result.baseline_metric - 0.05)
+    assert [h["round"] for h in result.history if h["outcome"] == "accepted"] == list(
+        range(1, result.rounds + 1)
+    )
+    assert any(after < before for before, after in result.filters.values())
+    assert result.model.count_params() == result.params[1]
+
+
+def test_prune_result_metric_matches_fresh_evaluation(pruned, data):
+    _, _, result = pruned
+    (_, _), (xv, yv) = data
+    accuracy = float(np.mean(np.argmax(result.model.predict(xv, verbose=0), -1) == yv))
+    assert accuracy == pytest.approx(result.metric)
+
+
+def test_prune_input_model_not_mutated(pruned):
+    model, before, result = pruned
+    assert result.model is not model
+    after = model.get_weights()
+    assert len(after) == len(before)
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_prune_result_is_plain_functional_compiled_like_input(pruned, data):
+    model, _, result = pruned
+    assert type(result.model) is Functional
+    assert result.model.compiled
+    assert type(result.model.optimizer) is keras.optimizers.Adam
+    assert result.model.get_compile_config()["loss"] == model.get_compile_config()["loss"]
+    assert result.model.optimizer is not model.optimizer
+    (xt, yt), _ = data
+    history = result.model.fit(xt[:64], yt[:64], batch_size=64, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert 0 <= history.history["accuracy"][0] <= 1
+
+
+def test_prune_result_loads_and_predicts_without_afp_tf(pruned, data, tmp_path):
+    _, _, result = pruned
+    (_, _), (xv, _) = data
+    path = tmp_path / "pruned.keras"
+    result.model.save(path)
+    np.save(tmp_path / "x.npy", xv[:16])
+    np.save(tmp_path / "expected.npy", result.model.predict(xv[:16], verbose=0))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import keras
+        model = keras.saving.load_model({str(path)!r})
+        assert "afp_tf" not in sys.modules, "afp_tf was imported"
+        got = model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0)
+        np.testing.assert_allclose(got, np.load({str(tmp_path / "expected.npy")!r}), atol=1e-5)
+        print("OK", model.count_params())
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == ["OK", str(result.params[1])]
+
+
+def test_prune_numpy_tuples_relative_tolerance_work(data):
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt)
+    result = afp_tf.prune(
+        model, (xt, yt), (xv, yv), tolerance=0.04, relative=True, max_rounds=1, progress=False
+    )
+    assert result.floor == pytest.approx(result.baseline_metric * 0.96)
+    assert result.metric >= result.floor
+    assert result.params[1] < result.params[0]
+
+
+def test_prune_uncompiled_with_loss_and_metric_given_stays_uncompiled(data):
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt)
+    plain = keras.Model(model.inputs, model.outputs)  # same layers, never compiled
+    result = afp_tf.prune(
+        plain,
+        (xt, yt),
+        (xv, yv),
+        loss=LOSS,
+        metric=keras.metrics.SparseCategoricalAccuracy(name="acc"),
+        optimizer=keras.optimizers.Adam(1e-3),
+        tolerance=0.05,
+        max_rounds=1,
+        progress=False,
+    )
+    assert not result.model.compiled
+    assert result.baseline_metric > 0.9
+    assert result.metric >= result.floor
+
+
+def test_prune_metric_override_decides_on_it(data):
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt)
+    top2 = keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")
+    result = afp_tf.prune(
+        model, (xt, yt), (xv, yv), metric=top2, tolerance=0.05, max_rounds=1, progress=False
+    )
+    logits = model.predict(xv, verbose=0)
+    expected = float(np.mean(np.any(np.argsort(logits, -1)[:, -2:] == yv[:, None], axis=1)))
+    assert result.baseline_metric == pytest.approx(expected)
+    assert result.metric >= result.floor
+
+
+def test_prune_uncompiled_without_loss_raises(data):
+    (xt, yt), (xv, yv) = data
+    with pytest.raises(ValueError, match="Pass loss=.*or compile the model"):
+        afp_tf.prune(build_model(), (xt, yt), (xv, yv))
+
+
+def test_prune_compiled_without_metric_raises(data):
+    (xt, yt), (xv, yv) = data
+    model = build_model()
+    model.compile(loss=LOSS)
+    with pytest.raises(ValueError, match="Pass metric="):
+        afp_tf.prune(model, (xt, yt), (xv, yv))
+
+
+def test_prune_missing_val_data_raises(data):
+    (xt, yt), _ = data
+    with pytest.raises(ValueError, match="val_data is required"):
+        afp_tf.prune(build_model(), (xt, yt))
+
+
+def test_prune_unknown_option_raises_type_error_naming_options(data):
+    (xt, yt), (xv, yv) = data
+    with pytest.raises(TypeError, match=r"unknown option 'p_maximum'.*p_max.*penalty_epochs"):
+        afp_tf.prune(build_model(), (xt, yt), (xv, yv), p_maximum=0.5)
+
+
+def test_prune_pipeline_only_option_rejected(data):
+    (xt, yt), (xv, yv) = data
+    with pytest.raises(TypeError, match="unknown option 'finetune_epochs'"):
+        afp_tf.prune(build_model(), (xt, yt), (xv, yv), finetune_epochs=1)
+
+
+def test_prune_bad_option_value_raises(data):
+    (xt, yt), (xv, yv) = data
+    with pytest.raises(ValueError, match="p_max"):
+        afp_tf.prune(build_model(), (xt, yt), (xv, yv), p_max=1.5)
+
+
+def test_prune_unbatched_dataset_raises(data):
+    (xt, yt), (xv, yv) = data
+    model = build_model()
+    model.compile(loss=LOSS, metrics=["accuracy"])
+    unbatched = tf.data.Dataset.from_tensor_slices((xt, yt))
+    with pytest.raises(ValueError, match=r"must be batched.*dataset.batch"):
+        afp_tf.prune(model, unbatched, (xv, yv))
+
+
+def test_prune_list_data_raises_type_error(data):
+    (xt, yt), (xv, yv) = data
+    model = build_model()
+    model.compile(loss=LOSS, metrics=["accuracy"])
+    with pytest.raises(TypeError, match="got list"):
+        afp_tf.prune(model, [xt, yt], (xv, yv))
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3)
+        self.flat = keras.layers.Flatten()
+        self.head = keras.layers.Dense(CLASSES)
+
+    def call(self, x):
+        return self.head(self.flat(self.conv(x)))
+
+
+def test_prune_subclassed_model_raises_surgery_error(data):
+    (xt, yt), (xv, yv) = data
+    model = _Subclassed()
+    model(xt[:1])
+    model.compile(loss=LOSS, metrics=["accuracy"])
+    with pytest.raises(surgery.SurgeryError, match="subclassed"):
+        afp_tf.prune(model, (xt, yt), (xv, yv))
+
+
+@pytest.mark.slow  # about 10 s of CPU, but two replicas on a shared machine can take much longer
+def test_prune_mirrored_strategy_two_devices_prunes(data):
+    (xt, yt), (xv, yv) = data
+    strategy = distribute.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        model = trained_model(xt, yt)
+    result = afp_tf.prune(
+        model, (xt, yt), (xv, yv), strategy=strategy, tolerance=0.05, max_rounds=1, progress=False
+    )
+    assert result.params[1] < result.params[0]
+    assert result.metric >= result.floor
+    assert result.model.compiled
+    assert all(strategy.extended.variable_created_in_scope(v.value) for v in result.model.weights)
+
+
+def test_prune_model_outside_strategy_scope_raises(data):
+    (xt, yt), (xv, yv) = data
+    model = build_model()
+    model.compile(loss=LOSS, metrics=["accuracy"])
+    with pytest.raises(ValueError, match=r"not created under this strategy's scope"):
+        afp_tf.prune(model, (xt, yt), (xv, yv), strategy=distribute.make_strategy("mirrored"))
