@@ -165,9 +165,9 @@ class Run:
         if pstate.round:
             logging.info("Resuming pruning after round %d.", pstate.round)
 
-        def on_round_end(ps: PruneState, m: keras.Model, trainer) -> None:
+        def on_round_end(ps: PruneState, m: keras.Model, changed: bool) -> None:
             self.state["prune"] = ps.to_dict()
-            self._save("pruning", m, tag=f"round_{ps.round:03d}")
+            self._save("pruning", m if changed else None, tag=f"round_{ps.round:03d}")
 
         model, pstate = self.pruner.run(model, pstate, on_round_end=on_round_end)
         self.state["prune"] = pstate.to_dict()
@@ -225,6 +225,8 @@ class Run:
                 representative=rep_x,
                 val_x=val_x,
                 val_y=val_y,
+                task=cfg.task,
+                anchors=getattr(self.data.task.loss, "anchors", None),
             )
         self.state["export"] = {
             "reports": results,

@@ -167,12 +167,13 @@ class Pruner:
         self,
         model: keras.Model,
         state: PruneState,
-        on_round_end: Callable[[PruneState, keras.Model, training.Trainer], None] | None = None,
+        on_round_end: Callable[[PruneState, keras.Model, bool], None] | None = None,
     ) -> tuple[keras.Model, PruneState]:
         """Prunes ``model`` round by round; returns the last model that met the floor.
 
         ``model`` must meet the floor (it is the baseline, or the last good model of a resumed
-        run). ``on_round_end`` is called after every accepted round (checkpointing).
+        run). ``on_round_end(state, last_good_model, changed)`` is called after every round,
+        accepted or not, for checkpointing; ``changed`` says whether the model is a new one.
         """
         controller = prc.PruningRateController.from_dict(state.controller)
         if math.isnan(state.metric):
@@ -183,7 +184,7 @@ class Pruner:
                 break
             started = time.time()
             try:
-                outcome, candidate, trainer, info = self._round(model, state, controller)
+                outcome, candidate, info = self._round(model, state, controller)
             except training.NonFiniteLossError as e:
                 state.nonfinite += 1
                 controller.backoff()
@@ -227,13 +228,13 @@ class Pruner:
                 if state.failures >= self.cfg.max_failures:
                     state.stop_reason = "recovery failed"
             state.controller = controller.to_dict()
-            if outcome == "accepted" and on_round_end is not None:
-                on_round_end(state, model, trainer)
+            if on_round_end is not None:
+                on_round_end(state, model, outcome == "accepted")
         logging.info("Pruning stopped after %d rounds: %s.", state.round, state.stop_reason)
         return model, state
 
     def _round(self, model: keras.Model, state: PruneState, controller) -> tuple:
-        """One round on a copy; returns (outcome, new model, its trainer, round info)."""
+        """One round on a copy; returns (outcome, new model or None, round info)."""
         plan = controller.plan(state.metric)
         info: dict[str, Any] = {
             "metric_before": state.metric,
@@ -260,7 +261,7 @@ class Pruner:
                 max_fraction=self.cfg.max_group_fraction,
             )
             if not candidates:
-                return "no candidates", None, None, {**info, "outcome": "no candidates"}
+                return "no candidates", None, {**info, "outcome": "no candidates"}
         penalty.set_candidates(candidates)
         penalty.set_strength(plan.strength)
         start_norms = afp.filter_importance(weights, normalize="none")
@@ -302,7 +303,7 @@ class Pruner:
         )
         outcome = "accepted" if controller.meets_floor(metric) else "failed"
         info["outcome"] = outcome
-        return outcome, pruned, trainer, info
+        return outcome, pruned, info
 
 
 def make_controller(prune_cfg, baseline: float, baseline_macs: int) -> prc.PruningRateController:
