@@ -2,7 +2,9 @@
 
 Every artifact is verified in its own runtime (LiteRT, ONNX Runtime, ``tf.saved_model.load``)
 through the deploy-side runners in the top-level ``export/`` folder, which import nothing but
-numpy and that runtime. Latency is measured by running those same scripts in a subprocess.
+numpy and that runtime; :mod:`afp_tf.latency` times them with the same scripts.
+Detectors (``task="detection"``) go through :mod:`afp_tf.detection.export`, which reuses the
+writers here and adds mAP checks and artifacts with decoding + NMS built in.
 
 Routes that work with Keras 3.15 / TF 2.21: the SavedModel is written with
 ``keras.export.ExportArchive`` (a ``tf.Module`` wrapping a Keras 3 model converts to a TFLite
@@ -24,7 +26,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -116,11 +117,14 @@ def export_model(
     val_y: np.ndarray | None,
     metric: str = "accuracy",
     data_note: str | None = None,
+    task: str = "classification",
+    anchors: np.ndarray | None = None,
 ) -> dict:
     """Writes the artifacts of ``model`` to ``out_dir``, verifies them, writes the report.
 
     Args:
-        model: A classifier with one image input and one logits output.
+        model: A classifier with one image input and one logits output (or, with
+            ``task="detection"``, an SSD with one raw output).
         out_dir: Created if missing; artifacts replace earlier ones atomically.
         formats: Names from ``ALL_FORMATS``.
         representative: Training inputs calibrating full-integer quantisation.
@@ -129,6 +133,10 @@ def export_model(
             metric becomes top-1 agreement with Keras.
         metric: Only "accuracy" (top-1) for now.
         data_note: Recorded in the report (e.g. that inputs were random).
+        task: "classification", or "detection": ``val_y`` are packed boxes, artifacts are
+            checked by mAP@0.5 and decoding + NMS are built in where the runtime has the ops
+            (see :mod:`afp_tf.detection.export`).
+        anchors: The detector's default boxes (detection only).
 
     Returns:
         The report, also written to ``out_dir/export_report.json``.
@@ -137,9 +145,26 @@ def export_model(
         ExportError: A conversion failed (no partial file is left).
         ExportVerificationError: An artifact failed a check (after the report is written).
     """
+    if task == "detection":
+        if anchors is None:
+            raise ValueError("task='detection' needs the detector's anchors.")
+        from afp_tf.detection import export as detection_export  # noqa: PLC0415 - avoids a cycle
+
+        return detection_export.export_detector(
+            model,
+            out_dir,
+            anchors=anchors,
+            formats=formats,
+            representative=representative,
+            val_x=val_x,
+            val_y=val_y,
+            data_note=data_note,
+        )
+    if task != "classification":
+        raise ValueError(f"task={task!r} is not one of classification, detection.")
     formats = parse_formats(formats)
-    out = _prepare_out_dir(out_dir)
-    input_shape = _check_classifier(model)
+    out = prepare_out_dir(out_dir)
+    input_shape = check_single_io(model)
     val_x, labels, keras_logits = _validation_data(model, val_x, val_y, metric)
     keras_metric = _accuracy(keras_logits, labels)
     report: dict[str, Any] = {
@@ -155,13 +180,13 @@ def export_model(
     }
     with tempfile.TemporaryDirectory(dir=out, prefix=".export.") as tmp:
         saved_model = out / "saved_model" if "saved_model" in formats else Path(tmp) / "sm"
-        _write_saved_model(model, input_shape, saved_model)
-        layers = _layer_names(model)
+        write_saved_model(model, input_shape, saved_model)
+        layers = layer_names(model)
         for name in formats:
             fmt = FORMATS[name]
             path = out / fmt.filename
             if name != "saved_model":
-                _convert(name, saved_model, path, representative, layers)
+                convert(name, saved_model, path, representative, layers)
             report["formats"][name] = _verify(fmt, path, val_x, labels, keras_logits, keras_metric)
     failed = {n: r["failures"] for n, r in report["formats"].items() if not r["passed"]}
     report["passed"] = not failed
@@ -177,14 +202,14 @@ def export_model(
     return report
 
 
-def _layer_names(model: keras.Model) -> list[str]:
+def layer_names(model: keras.Model) -> list[str]:
     names = []
     for layer in model.layers:
-        names += [layer.name, *(_layer_names(layer) if isinstance(layer, keras.Model) else [])]
+        names += [layer.name, *(layer_names(layer) if isinstance(layer, keras.Model) else [])]
     return names
 
 
-def _prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir).expanduser().resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -195,12 +220,12 @@ def _prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def _check_classifier(model: keras.Model) -> tuple[int, ...]:
+def check_single_io(model: keras.Model) -> tuple[int, ...]:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"Model {model.name!r} has {len(model.inputs)} inputs and "
-            f"{len(model.outputs)} outputs; export supports classifiers with one "
-            "image input and one logits output."
+            f"{len(model.outputs)} outputs; export supports models with one "
+            "image input and one output."
         )
     shape = tuple(model.inputs[0].shape[1:])
     if None in shape:
@@ -230,19 +255,22 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, -1) == labels))
 
 
-def _write_saved_model(model: keras.Model, input_shape: tuple[int, ...], path: Path) -> None:
+def write_saved_model(
+    model: keras.Model, input_shape: tuple[int, ...], path: Path, output_name: str = OUTPUT_NAME
+) -> None:
+    """Writes ``model`` as a SavedModel whose ``serve`` signature maps ``image`` to one output."""
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         "serve",
-        lambda image: {OUTPUT_NAME: model(image, training=False)},
+        lambda image: {output_name: model(image, training=False)},
         input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)],
     )
     with io_utils.atomic_path(path, directory=True) as tmp:
         archive.write_out(str(tmp), verbose=False)
 
 
-def _convert(
+def convert(
     name: str, saved_model: Path, path: Path, representative: np.ndarray, layers: Sequence[str]
 ) -> None:
     """Converts the SavedModel to format ``name`` at ``path``; nothing is left if it fails."""
@@ -339,7 +367,7 @@ def _verify(fmt: Format, path: Path, val_x, val_y, keras_logits, keras_metric) -
         )
     return {
         "path": str(path),
-        "size_bytes": _size(path),
+        "size_bytes": artifact_size(path),
         "max_abs_diff": abs_diff,
         "max_rel_diff": rel_diff,
         "metric": metric,
@@ -351,7 +379,7 @@ def _verify(fmt: Format, path: Path, val_x, val_y, keras_logits, keras_metric) -
     }
 
 
-def _size(path: Path) -> int:
+def artifact_size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
@@ -371,92 +399,6 @@ def load_runner(script: str):
     return module
 
 
-def measure_latency(
-    artifact_path: str | os.PathLike,
-    *,
-    runs: int = 50,
-    warmup: int = 10,
-    threads: int = 1,
-    batch: int = 1,
-) -> dict:
-    """Times an artifact with its deploy runner in a subprocess that loads only its runtime.
-
-    Returns:
-        The runner's JSON: ``median_ms``, ``p90_ms``, ``runs``, ``threads``, ``runtime``, ...
-    """
-    path = Path(artifact_path)
-    fmt = next((f for f in FORMATS.values() if f.filename == path.name), None)
-    if fmt is None:
-        raise ValueError(
-            f"{path}: not an exported artifact name "
-            f"({', '.join(f.filename for f in FORMATS.values())})."
-        )
-    flags = {"runs": runs, "warmup": warmup, "threads": threads, "batch": batch}
-    cmd = [sys.executable, str(DEPLOY_DIR / fmt.runner), str(path)]
-    cmd += [f"--{k}={v}" for k, v in flags.items()]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise ExportError(f"Timing {path} failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def latency_table(
-    baseline_dir: str | os.PathLike,
-    pruned_dir: str | os.PathLike,
-    macs_baseline: int,
-    macs_pruned: int,
-    *,
-    runs: int = 50,
-    warmup: int = 10,
-    threads: int = 1,
-) -> list[dict]:
-    """Baseline vs pruned latency (batch 1) of each format exported to both dirs.
-
-    Returns:
-        One row per format: medians (``baseline_ms``, ``pruned_ms``), p90 and minimum,
-        ``speedup`` (baseline / pruned median), ``macs_reduction`` and their ratio.
-    """
-    if macs_pruned <= 0 or macs_baseline <= 0:
-        raise ValueError(f"MACs must be positive, got {macs_baseline} and {macs_pruned}.")
-    reduction = macs_baseline / macs_pruned
-    rows = []
-    common = _exported_formats(baseline_dir) & _exported_formats(pruned_dir)
-    for fmt in (f for name, f in FORMATS.items() if name in common):
-        paths = [Path(d) / fmt.filename for d in (baseline_dir, pruned_dir)]
-        base, pruned = (
-            measure_latency(p, runs=runs, warmup=warmup, threads=threads) for p in paths
-        )
-        speedup = base["median_ms"] / pruned["median_ms"]
-        rows.append(
-            {
-                "format": fmt.name,
-                "baseline_ms": base["median_ms"],
-                "pruned_ms": pruned["median_ms"],
-                "baseline_p90_ms": base["p90_ms"],
-                "pruned_p90_ms": pruned["p90_ms"],
-                "baseline_min_ms": base["min_ms"],
-                "pruned_min_ms": pruned["min_ms"],
-                "speedup": speedup,
-                "macs_reduction": reduction,
-                "speedup_over_macs_reduction": speedup / reduction,
-                "threads": threads,
-                "runs": runs,
-                "batch": 1,
-            }
-        )
-    return rows
-
-
-def _exported_formats(export_dir: str | os.PathLike) -> set[str]:
-    """Formats that ``export_dir``'s report lists and whose artifacts exist."""
-    path = Path(export_dir) / REPORT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass a directory written by export_model.")
-    listed = io_utils.read_json(path)["formats"]
-    return {n for n in listed if n in FORMATS and (path.parent / FORMATS[n].filename).exists()}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: exports a saved ``.keras`` classifier and verifies the artifacts."""
     import argparse  # noqa: PLC0415 - CLI only
@@ -469,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=MIN_SAMPLES, help="validation samples")
     args = parser.parse_args(argv)
     model = keras.saving.load_model(args.model, compile=False)
-    shape = _check_classifier(model)
+    shape = check_single_io(model)
     note, y = "random uniform [0, 1) inputs (no --data); int8 calibrated on them", None
     x = np.random.default_rng(0).random((args.samples, *shape), dtype=np.float32)
     rep = x

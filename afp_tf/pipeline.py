@@ -210,7 +210,7 @@ class Run:
         self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
 
     def _export(self) -> None:
-        from afp_tf import export  # noqa: PLC0415 - heavy converters only when exporting
+        from afp_tf import export, latency  # noqa: PLC0415 - heavy converters only when exporting
 
         cfg = self.cfg
         rep_x, _ = self.data.sample("train", cfg.export.samples)
@@ -230,7 +230,7 @@ class Run:
             )
         self.state["export"] = {
             "reports": results,
-            "latency": export.latency_table(
+            "latency": latency.latency_table(
                 self.workdir / "export" / "baseline",
                 self.workdir / "export" / "pruned",
                 macs_baseline=self.state["baseline"]["macs"],

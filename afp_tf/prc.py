@@ -1,12 +1,14 @@
 """The pruning rate controller (PRC, ALGORITHM.md step 1, 5 and 6). Pure Python.
 
 The PRC turns the remaining error budget ``R_t = A_t − floor`` into how hard the next round may
-prune, and says when to stop. Two rules:
+prune, and says when to stop. Three rules:
 
 * ``"scale_free"`` (default): prune the ``p_t = p_max · min(1, R_t / ε)`` quantile of filter
   importances, with ℓ1 strength ``λ_t = λ_max · min(1, R_t / ε)``;
 * ``"linear"`` (the paper's): threshold ``W_t = δ_w · R_t`` on importances and
-  ``λ_t = δ_λ · R_t`` (unclamped).
+  ``λ_t = δ_λ · R_t`` (unclamped);
+* ``"fixed"`` (the ablation without a controller): ``p_t = p_max`` and ``λ_t = λ_max`` whenever
+  ``R_t > 0``, however much of the budget is left (the backoff below still applies).
 
 ``ε`` here is always the absolute budget ``E − floor``. When ``R_t ≤ 0`` the round is recovery
 only (no candidates, ``λ = 0``).
@@ -25,7 +27,7 @@ import difflib
 import math
 from typing import Any
 
-RULES = ("scale_free", "linear")
+RULES = ("scale_free", "linear", "fixed")
 STOP_REASONS = ("recovery failed", "no candidates", "macs target", "round budget")
 
 
@@ -35,10 +37,10 @@ class RoundPlan:
 
     Attributes:
       remaining: ``R_t = A_t − floor``.
-      quantile: scale-free rule: fraction of the prunable filters to target (0 when recovering);
-        None under the linear rule.
+      quantile: scale-free and fixed rules: fraction of the prunable filters to target (0 when
+        recovering); None under the linear rule.
       threshold: linear rule: absolute importance threshold ``W_t`` (0 when recovering); None
-        under the scale-free rule.
+        under the other rules.
       strength: the targeted-ℓ1 strength ``λ_t``.
       recover_only: ``R_t ≤ 0``: no new candidates, only recovery training.
     """
@@ -58,9 +60,9 @@ class PruningRateController:
       tolerance: ``ε``, the accepted drop: absolute (0 < ε < E) or, with ``relative``, a fraction
         of ``E`` in (0, 1).
       relative: interpret ``tolerance`` as a fraction of ``baseline``.
-      rule: ``"scale_free"`` or ``"linear"`` (see module docstring).
+      rule: ``"scale_free"``, ``"linear"`` or ``"fixed"`` (see module docstring).
       p_max: largest fraction of the remaining prunable filters one round may target, in (0, 1].
-      lambda_max: largest ℓ1 strength (scale-free rule), >= 0.
+      lambda_max: largest ℓ1 strength (scale-free and fixed rules), >= 0.
       delta_w: linear rule, ``W_t = delta_w · R_t`` (> 0).
       delta_lambda: linear rule, ``λ_t = delta_lambda · R_t`` (>= 0).
       max_rounds: round budget (>= 0; 0 stops at once).
@@ -160,10 +162,12 @@ class PruningRateController:
         self.last_recover_only = recover
         if recover:
             zero = 0.0
-            quantile, threshold = (zero, None) if self.rule == "scale_free" else (None, zero)
+            quantile, threshold = (None, zero) if self.rule == "linear" else (zero, None)
             return RoundPlan(remaining, quantile, threshold, 0.0, True)
-        if self.rule == "scale_free":
-            frac = min(1.0, remaining / self.budget) * self.scale
+        if self.rule != "linear":
+            frac = self.scale
+            if self.rule == "scale_free":
+                frac *= min(1.0, remaining / self.budget)
             return RoundPlan(remaining, self.p_max * frac, None, self.lambda_max * frac, False)
         return RoundPlan(
             remaining,

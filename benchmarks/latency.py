@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result  # noqa: E402
 
-from afp_tf import export, stats  # noqa: E402
+from afp_tf import export, latency, stats  # noqa: E402
 
 
 def _vgg16_pair(keep: float):
@@ -113,7 +113,7 @@ def main() -> None:
                 s: _export_random(m, d, formats, args.samples) for s, m, d in sides
             }
             result["params"] = [stats.model_stats(m).params for m in models]
-        rows = export.latency_table(
+        rows = latency.latency_table(
             *dirs,
             macs_baseline=macs[0],
             macs_pruned=macs[1],

@@ -8,7 +8,7 @@ backgrounds, written as PPM files with a gt.txt) into data.data_dir on first use
 names that explicitly — real GTSDB is never replaced by synthetic data silently.
 
 Sized for a CPU: input 192 (signs of 16-128 px in a 1360-px frame become 2-18 px), width 0.5,
-ε = 2 mAP@0.5 points. ``:quick`` is a smoke run (a few minutes on a shared CPU, mAP near zero),
+ε = 3 mAP@0.5 points. ``:quick`` is a smoke run (a few minutes on a shared CPU, mAP near zero),
 with a relative tolerance because an almost untrained detector's mAP may be below any
 absolute ε.
 """
@@ -26,9 +26,10 @@ def get_config(arg=None):
     c.model.width = 0.5
     c.data.val_fraction = 0.15
     c.train.baseline_epochs = 24
-    c.prune.tolerance = 0.02
-    c.prune.max_rounds = 5
-    c.prune.recovery_epochs = 1
+    c.prune.tolerance = 0.03
+    c.prune.p_max = 0.1  # an undertrained small detector collapses when 20 % go at once
+    c.prune.max_rounds = 6
+    c.prune.recovery_epochs = 8  # recovery stops early once the metric is back
     c.prune.finetune_epochs = 2
     c.export.formats = "saved_model,tflite_fp32,tflite_fp16,onnx"
     c = config_lib.with_arg(c, arg)

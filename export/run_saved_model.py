@@ -27,14 +27,18 @@ class Runner:
         self._fn = self._loaded.signatures["serving_default"]
         _, kwargs = self._fn.structured_input_signature
         ((self._in_name, spec),) = kwargs.items()
-        (self._out_name,) = self._fn.structured_outputs
         self.input_shape = tuple(int(d) for d in spec.shape[1:])
         self.runtime = {"name": "tensorflow", "version": tf.__version__}
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float32 logits of a float32 batch ``x``."""
+    def predict_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of a float32 batch ``x``, by name."""
         out = self._fn(**{self._in_name: tf.constant(np.asarray(x, np.float32))})
-        return out[self._out_name].numpy()
+        return {name: value.numpy() for name, value in out.items()}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Float32 logits (the only output) of a float32 batch ``x``."""
+        (out,) = self.predict_all(x).values()
+        return out
 
 
 def _set_threads(threads: int) -> None:

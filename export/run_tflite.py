@@ -25,15 +25,20 @@ class Runner:
         self._interpreter = litert.Interpreter(model_path=str(path), num_threads=threads)
         self._runner = self._interpreter.get_signature_runner()
         ((self._in_name, self._in),) = self._runner.get_input_details().items()
-        ((self._out_name, self._out),) = self._runner.get_output_details().items()
+        self._outs = self._runner.get_output_details()
         self.input_shape = tuple(int(d) for d in self._in["shape_signature"][1:])
         self.runtime = {"name": "ai-edge-litert", "version": _version()}
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float32 logits of a float32 batch ``x``."""
+    def predict_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output (float32 ones dequantised) of a float32 batch ``x``, by name."""
         x = _quantize(np.asarray(x, np.float32), self._in)
-        out = self._runner(**{self._in_name: x})[self._out_name]
-        return _dequantize(out, self._out)
+        out = self._runner(**{self._in_name: x})
+        return {name: _dequantize(out[name], detail) for name, detail in self._outs.items()}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Float32 logits (the only output) of a float32 batch ``x``."""
+        (out,) = self.predict_all(x).values()
+        return out
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -45,7 +50,7 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] == np.float32:
+    if detail["dtype"] not in (np.int8, np.uint8, np.int16):
         return y
     scale, zero = _qparams(detail)
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import export
+from afp_tf import export, latency
 
 CLASSES = 4
 SIZE = 12
@@ -217,7 +217,7 @@ def test_latency_table_rows_per_common_format(exported, tmp_path):
         (tmp_path / side).mkdir()
         for name in ("model_fp32.tflite", "model.onnx", export.REPORT_NAME):
             shutil.copy(out / name, tmp_path / side / name)
-    rows = export.latency_table(
+    rows = latency.latency_table(
         tmp_path / "baseline",
         tmp_path / "pruned",
         macs_baseline=300,
@@ -234,7 +234,7 @@ def test_latency_table_rows_per_common_format(exported, tmp_path):
 
 def test_measure_latency_unknown_artifact_name_raises(tmp_path):
     with pytest.raises(ValueError, match="not an exported artifact"):
-        export.measure_latency(tmp_path / "model.bin")
+        latency.measure_latency(tmp_path / "model.bin")
 
 
 def test_cli_round_trip_on_saved_keras_model(trained, tmp_path):

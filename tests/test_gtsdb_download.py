@@ -16,10 +16,12 @@ from afp_tf.data import download, gtsdb, gtsdb_synth
 class _Handler(http.server.BaseHTTPRequestHandler):
     payload = b""
     ranges: list = []
+    honour_range = True
 
     def do_GET(self):  # noqa: N802
         data, header = self.payload, self.headers.get("Range")
         type(self).ranges.append(header)
+        header = header if self.honour_range else None
         start = int(header.split("=")[1].split("-")[0]) if header else 0
         if start >= len(data) and header:
             self.send_response(416)
@@ -38,7 +40,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    _Handler.ranges = []
+    _Handler.ranges, _Handler.honour_range = [], True
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -85,6 +87,14 @@ def test_download_partial_file_resumes_with_range(server, tmp_path):
     digest = hashlib.sha256(_Handler.payload).hexdigest()
     out = download.download(f"{url}/a.bin", tmp_path / "a.bin", sha256=digest)
     assert _Handler.ranges == ["bytes=30000-"]
+    assert out.read_bytes() == _Handler.payload
+
+
+def test_download_range_ignored_restarts_from_scratch(server, tmp_path):
+    _, url = server
+    _Handler.payload, _Handler.honour_range = b"abcdef" * 1000, False
+    (tmp_path / "a.bin.part").write_bytes(b"abc")
+    out = download.download(f"{url}/a.bin", tmp_path / "a.bin")
     assert out.read_bytes() == _Handler.payload
 
 

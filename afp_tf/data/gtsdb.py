@@ -20,6 +20,7 @@ layout), ``data_dir``, ``download``, ``url``, ``sha256``, ``labels``, ``image_si
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from absl import logging
 
 from afp_tf.data import download as download_lib
 from afp_tf.data import gtsdb_synth
+from afp_tf.data.errors import DatasetCorruptError, DatasetNotFoundError
 
 ARCHIVE_NAME = "FullIJCNN2013.zip"
 LAYOUT_DIR = "FullIJCNN2013"
@@ -42,6 +44,10 @@ DEFAULTS = {
     "synthetic_images": 300,
     "synthetic_scale": 0.25,
 }
+
+
+class GTSDBDownloadError(DatasetNotFoundError, download_lib.DownloadError):
+    """GTSDB is not on disk and could not be downloaded; the message says where to put it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +95,7 @@ def read_ppm_header(path: Path) -> tuple[int, int, int]:
         tokens.append(head[pos:end])
         pos = end
     if tokens[0] != b"P6" or tokens[3] != b"255":
-        raise ValueError(f"{path} is not an 8-bit binary PPM (P6) file.")
+        raise DatasetCorruptError(f"{path} is not an 8-bit binary PPM (P6) file.")
     return int(tokens[1]), int(tokens[2]), pos + 1
 
 
@@ -107,7 +113,7 @@ def find_layout(root: str | Path) -> Path:
     for candidate in (root, root / LAYOUT_DIR):
         if (candidate / "gt.txt").is_file():
             return candidate
-    raise FileNotFoundError(
+    raise DatasetNotFoundError(
         f"No GTSDB data in {root}: expected {root / LAYOUT_DIR}/gt.txt and 00000.ppm ... "
         f"00899.ppm. Download {ARCHIVE_NAME} (German Traffic Sign Detection Benchmark) and unzip "
         f"it into {root}, or set data.download=True with a reachable data.url, or use the "
@@ -119,13 +125,16 @@ def read_annotations(layout_dir: str | Path) -> list[Annotation]:
     """Parses ``gt.txt`` and lists every ``.ppm`` image (negatives included) in file order.
 
     Raises:
-      ValueError: a malformed ``gt.txt`` line (named by line number), or a box naming a missing
-        image or lying outside it.
+      DatasetCorruptError: a malformed ``gt.txt`` line (named by line number), or a box naming a
+        missing image or lying outside it.
     """
     layout_dir = Path(layout_dir)
     images = sorted(layout_dir.glob("*.ppm"))
     if not images:
-        raise FileNotFoundError(f"No .ppm images in {layout_dir}.")
+        raise DatasetNotFoundError(
+            f"No .ppm images in {layout_dir}: unzip {ARCHIVE_NAME} there (00000.ppm ... "
+            "00899.ppm next to gt.txt)."
+        )
     signs: dict[str, list[tuple[list[float], int]]] = {p.name: [] for p in images}
     gt = layout_dir / "gt.txt"
     for number, line in enumerate(gt.read_text().splitlines(), start=1):
@@ -137,13 +146,13 @@ def read_annotations(layout_dir: str | Path) -> list[Annotation]:
                 raise ValueError(f"expected 6 fields, found {len(fields)}")
             x1, y1, x2, y2, class_id = (int(v) for v in fields[1:])
         except ValueError as e:
-            raise ValueError(
+            raise DatasetCorruptError(
                 f"{gt}:{number}: malformed line {line!r} ({e}); expected file;x1;y1;x2;y2;class_id"
             ) from None
         if fields[0] not in signs:
-            raise ValueError(f"{gt}:{number}: image {fields[0]!r} is not in {layout_dir}.")
+            raise DatasetCorruptError(f"{gt}:{number}: image {fields[0]!r} is not in {layout_dir}.")
         if not (0 <= class_id < gtsdb_synth.NUM_CLASSES and x1 <= x2 and y1 <= y2):
-            raise ValueError(f"{gt}:{number}: bad class id or box in {line!r}.")
+            raise DatasetCorruptError(f"{gt}:{number}: bad class id or box in {line!r}.")
         signs[fields[0]].append(([x1, y1, x2, y2], class_id))
     annotations = []
     for path in images:
@@ -263,16 +272,24 @@ def locate(data_cfg) -> tuple[Path, str]:
     except FileNotFoundError:
         if not data_cfg.download or source == "local":
             raise
-    archive = download_lib.download(
-        _option(data_cfg, "url"),
-        root / ARCHIVE_NAME,
-        sha256=_option(data_cfg, "sha256") or None,
-        manual_hint=(
-            f"Offline? Put {ARCHIVE_NAME} into {root} (or its unzipped {LAYOUT_DIR}/ folder with "
-            "gt.txt and the .ppm images), or use the offline config ssd_gtsdb_synthetic."
-        ),
-    )
-    download_lib.extract_zip(archive, root)
+    try:
+        archive = download_lib.download(
+            _option(data_cfg, "url"),
+            root / ARCHIVE_NAME,
+            sha256=_option(data_cfg, "sha256") or None,
+            manual_hint=(
+                f"Offline? Put {ARCHIVE_NAME} into {root} (or its unzipped {LAYOUT_DIR}/ folder "
+                "with gt.txt and the .ppm images), or use the offline config ssd_gtsdb_synthetic."
+            ),
+        )
+    except download_lib.DownloadError as e:
+        raise GTSDBDownloadError(str(e)) from e
+    try:
+        download_lib.extract_zip(archive, root)
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise DatasetCorruptError(
+            f"{archive} is not a readable {ARCHIVE_NAME} ({e}); delete it and download it again."
+        ) from e
     return find_layout(root), f"GTSDB downloaded to {root}"
 
 

@@ -9,7 +9,8 @@ The model returns one raw tensor ``(batch, anchors, 4 + num_classes + 1)``: SSD 
 (see :mod:`afp_tf.detection.anchors`) then class logits. The predictors reach it only through
 Reshape and Concatenate, so their output channels are never pruned, while backbone, extra
 layers and head towers are ordinary prunable conv groups. Decoding and NMS live outside the
-model (:func:`afp_tf.detection.decode.decode_predictions`).
+model (:func:`afp_tf.detection.decode.decode_predictions`); exported artifacts may carry them
+(:mod:`afp_tf.detection.export`).
 
 Differences from the paper: BatchNormalization after every conv (trains from scratch on small
 data), no L2Normalization on conv4_3, and fc6/fc7 are a dilated 3x3 and a 1x1 conv of

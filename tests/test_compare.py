@@ -1,0 +1,113 @@
+"""benchmarks/compare.py end to end on tiny IDX data, and the README results generator."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def compare_result(tmp_path_factory, tiny_fashion_mnist):
+    results = tmp_path_factory.mktemp("results")
+    workdir = tmp_path_factory.mktemp("compare")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(common, "RESULTS", results)
+    overrides = [
+        f"data.data_dir={tiny_fashion_mnist}",
+        "data.source=local",
+        "data.batch_size=64",
+        "data.train_subset=800",
+        "data.val_subset=0",
+        "data.test_subset=0",
+        "train.baseline_epochs=2",
+        "train.learning_rate=0.05",
+        "train.progress=false",
+        "prune.tolerance=0.2",
+        "prune.max_rounds=1",
+        "prune.p_max=0.3",
+        "prune.recovery_epochs=1",
+        "prune.finetune_epochs=1",
+        "export.samples=64",
+    ]
+    argv = ["lenet5_fashion_mnist:quick", "--workdir", str(workdir), "--latency-runs", "3"]
+    argv += ["--methods", "a,b,c,d,e"]
+    argv += [a for o in overrides for a in ("--override", o)]
+    out = _module("compare").main(argv)
+    yield out, results, workdir, argv
+    mp.undo()
+
+
+def test_compare_tiny_run_all_methods_recorded_with_equal_macs(compare_result):
+    out, results, _, _ = compare_result
+    assert set(out["methods"]) == {"a", "b", "c", "d", "e"}
+    a = out["methods"]["a"]
+    assert a["macs"] < out["baseline"]["macs"], "afp_tf pruned nothing on the tiny set"
+    for key in ("b", "c"):
+        assert abs(out["methods"][key]["macs"] - a["macs"]) <= 0.1 * a["macs"], key
+        assert out["methods"][key]["epochs_used"] == out["budget_epochs"]
+    for r in out["methods"].values():
+        assert 0 <= r["test"] <= 1 and r["latency"]["median_ms"] > 0 and r["filters"]
+    assert isinstance(out["target"]["met"], bool) and out["target"]["verdict"]
+    assert (results / "compare_lenet5_fashion_mnist.json").is_file()
+    assert (results / "compare_lenet5_fashion_mnist.png").stat().st_size > 1000
+
+
+def test_compare_rerun_same_workdir_reuses_finished_methods(compare_result):
+    out, _, workdir, argv = compare_result
+    before = (workdir / "b" / "result.json").stat().st_mtime_ns
+    latency = (workdir / "b" / "tflite_pruned" / "latency.json").stat().st_mtime_ns
+    again = _module("compare").main([*argv, "--methods", "a,b"])
+    assert (workdir / "b" / "tflite_pruned" / "latency.json").stat().st_mtime_ns == latency
+    assert (workdir / "b" / "result.json").stat().st_mtime_ns == before
+    assert again["methods"]["b"]["test"] == out["methods"]["b"]["test"]
+
+
+def test_compare_methods_without_a_exits_with_message():
+    with pytest.raises(SystemExit, match="a is required"):
+        _module("compare").main(["lenet5_fashion_mnist", "--methods", "b"])
+
+
+def test_readme_results_same_inputs_byte_identical(compare_result, tmp_path):
+    _, results, _, _ = compare_result
+    readme_results = _module("readme_results")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Results\n\n<!-- results:start -->\n<!-- results:end -->\n\nend\n")
+    readme_results.update_readme(readme, results)
+    first = readme.read_bytes()
+    readme_results.update_readme(readme, results)
+    assert readme.read_bytes() == first
+    text = first.decode()
+    assert "compare_lenet5_fashion_mnist" in text and text.endswith("\nend\n")
+    assert "uniform l1" in text
+
+
+def test_readme_results_missing_markers_raises(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="results:start"):
+        _module("readme_results").update_readme(readme, tmp_path)
+
+
+def test_compare_target_gain_over_one_point_met_else_not():
+    target = _module("compare")._target
+    a = {"test": 0.900, "macs": 100}
+    near = target({"a": a, "b": {"test": 0.895, "macs": 101}, "b15": {"test": 0.91, "macs": 150}})
+    assert not near["met"] and "NOT met" in near["verdict"]
+    assert near["equal_macs"]["gain_points"] == pytest.approx(0.5)
+    far = target({"a": a, "b": {"test": 0.885, "macs": 99}})
+    assert far["met"] and far["equal_macs"]["met"]
+    fewer = target({"a": a, "b": {"test": 0.9, "macs": 100}, "b15": {"test": 0.89, "macs": 150}})
+    assert fewer["met"] and fewer["equal_accuracy"]["met"] and not fewer["equal_macs"]["met"]
