@@ -64,6 +64,17 @@ def merge(kind):
     return keras.Model(inp, _head(_conv(4, "b")(x))), {"a": [1, 3]}, {"b": [1, 3]}
 
 
+def keras_ops_hard_swish():
+    """MobileNetV3-style hard-swish and squeeze-excitation written with keras.ops arithmetic."""
+    inp = keras.Input((8, 8, 3))
+    x = _conv(6, "a")(inp)
+    x = x * keras.ops.relu6(x + 3.0) / 6.0
+    s = L.Conv2D(6, 1, name="e")(L.GlobalAveragePooling2D(keepdims=True)(x))
+    x = keras.ops.clip(1.0 - x, -2.0, 2.0) * keras.ops.hard_sigmoid(s)
+    x = keras.ops.maximum(keras.ops.hard_silu(x), -0.5)
+    return keras.Model(inp, _head(_conv(4, "b")(x))), {"a": [1, 3]}, {"e": [1, 3], "b": [1, 3]}
+
+
 def squeeze_excitation():
     inp = keras.Input((8, 8, 3))
     x = _conv(6, "a")(inp)
@@ -171,6 +182,7 @@ BUILDERS = {
     **{f.__name__: f for f in (conv_bn_relu, activations, spatial, global_pool_reshape)},
     **{kind: functools.partial(merge, kind) for kind in MERGES},
     "squeeze_excitation": squeeze_excitation,
+    "keras_ops_hard_swish": keras_ops_hard_swish,
     "concatenate": concatenate,
     "depthwise_m1": functools.partial(depthwise, 1),
     "depthwise_m2": functools.partial(depthwise, 2),

@@ -4,6 +4,8 @@ import math
 
 import keras
 import numpy as np
+from keras.src.ops import nn as nn_ops
+from keras.src.ops import numpy as np_ops
 
 from afp_tf.surgery.rules import Boundary, Rule, check_channels_last, register_many, take
 
@@ -66,6 +68,18 @@ class MergeRule(IdentityRule):
         for other in full[1:]:
             ctx.unify(full[0], other)
         return [full[0]]
+
+
+class ElementwiseOpRule(MergeRule):
+    """``keras.ops`` element-wise functions called on symbolic tensors (``x + 3.0``,
+    ``ops.relu(x)``), as in MobileNetV3's hard-swish: channel-wise when every constant operand
+    is a scalar; tensor operands are coupled like a merge."""
+
+    def propagate(self, layer, inputs, ctx):
+        stored = [v for v in vars(layer).values() if hasattr(v, "shape")]  # e.g. clip bounds
+        if any(np.size(c) != 1 for c in [*ctx.constants, *stored] if not isinstance(c, bool)):
+            raise Boundary("it has a non-scalar constant operand")
+        return super().propagate(layer, inputs, ctx)
 
 
 class ConcatenateRule(IdentityRule):
@@ -235,3 +249,12 @@ register_many([L.Conv1D, L.Conv2D, L.Conv3D], ConvRule())
 register_many([L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose], ConvRule(transpose=True))
 register_many([L.DepthwiseConv1D, L.DepthwiseConv2D], DepthwiseRule())
 register_many([L.SeparableConv1D, L.SeparableConv2D], SeparableRule())
+
+_ELEMENTWISE_OPS = (
+    [np_ops.Add, np_ops.Subtract, np_ops.Multiply, np_ops.Divide, np_ops.TrueDivide]
+    + [np_ops.Maximum, np_ops.Minimum, np_ops.Power, np_ops.Negative, np_ops.Absolute]
+    + [np_ops.Square, np_ops.Sqrt, np_ops.Exp, np_ops.Log, np_ops.Tanh, np_ops.Clip]
+    + [nn_ops.Relu, nn_ops.Relu6, nn_ops.Sigmoid, nn_ops.HardSigmoid, nn_ops.HardSilu]
+    + [nn_ops.Silu, nn_ops.Gelu, nn_ops.Elu, nn_ops.Selu, nn_ops.LeakyRelu, nn_ops.Softplus]
+)
+register_many(_ELEMENTWISE_OPS, ElementwiseOpRule())

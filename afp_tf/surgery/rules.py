@@ -26,6 +26,7 @@ class Context(Protocol):
     path: str  # path of the layer ("outer/inner" inside sub-models)
     input_shapes: list[tuple]  # shapes of the call's input tensors, batch axis included
     output_shapes: list[tuple]  # shapes of the call's output tensors
+    constants: list  # the call's non-tensor arguments (e.g. the 3.0 of ``x + 3.0``)
 
     def new_space(self, size: int, output: int = 0) -> Labels:
         """Fresh channel ids for filters this layer produces (the same ids on every call)."""
