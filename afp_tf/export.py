@@ -188,7 +188,18 @@ def export_model(
             if name != "saved_model":
                 convert(name, saved_model, path, representative, layers)
             report["formats"][name] = _verify(fmt, path, val_x, labels, keras_logits, keras_metric)
-    failed = {n: r["failures"] for n, r in report["formats"].items() if not r["passed"]}
+    write_report(out, report, report["formats"])
+    logging.info("Exported %s to %s, all checks passed.", ", ".join(formats), out)
+    return report
+
+
+def write_report(out: Path, report: dict, checks: dict) -> None:
+    """Sets ``report["passed"]``, writes the report, then raises if any of ``checks`` failed.
+
+    Raises:
+        ExportVerificationError: naming every failed check, after the report is written.
+    """
+    failed = {n: r["failures"] for n, r in checks.items() if not r["passed"]}
     report["passed"] = not failed
     io_utils.write_json(out / REPORT_NAME, report)
     if failed:
@@ -198,8 +209,6 @@ def export_model(
             + f". See {out / REPORT_NAME}.",
             report,
         )
-    logging.info("Exported %s to %s, all checks passed.", ", ".join(formats), out)
-    return report
 
 
 def layer_names(model: keras.Model) -> list[str]:

@@ -124,17 +124,7 @@ def export_detector(
         report["postprocessing"] = _export_nms(
             model, out, input_shape, meta, val_x, val_y, keras_map
         )
-    checked = {**report["formats"], **report["postprocessing"]["built_in"]}
-    failed = {n: r["failures"] for n, r in checked.items() if not r["passed"]}
-    report["passed"] = not failed
-    io_utils.write_json(out / export.REPORT_NAME, report)
-    if failed:
-        raise export.ExportVerificationError(
-            f"Export verification failed in {out}: "
-            + "; ".join(f"{n}: {', '.join(f)}" for n, f in failed.items())
-            + f". See {out / export.REPORT_NAME}.",
-            report,
-        )
+    export.write_report(out, report, {**report["formats"], **report["postprocessing"]["built_in"]})
     logging.info("Exported detector (%s + NMS artifacts) to %s.", ", ".join(formats), out)
     return report
 
