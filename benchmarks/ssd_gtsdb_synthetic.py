@@ -77,13 +77,15 @@ def main() -> None:
         cfg, ["train.progress=false", *(o.removeprefix("--config.") for o in overrides)]
     )
     finished_before = (args.workdir / "report.json").is_file()
-    started = time.time()
-    summary = pipeline.run(cfg, args.workdir)
     clock = args.workdir / "benchmark_wall.json"
-    wall = io_utils.read_json(clock)["seconds"] if clock.is_file() else 0.0
-    if not finished_before:  # a resumed run adds its time; re-reporting a finished one does not
-        wall += time.time() - started
-        io_utils.write_json(clock, {"seconds": wall})
+    started = time.time()
+    try:
+        summary = pipeline.run(cfg, args.workdir)
+    finally:  # an invocation that fails or is interrupted has done work too
+        wall = io_utils.read_json(clock)["seconds"] if clock.is_file() else 0.0
+        if not finished_before:  # re-reporting a finished run adds nothing
+            wall += time.time() - started
+            io_utils.write_json(clock, {"seconds": wall})
     base, pruned = summary["baseline"], summary["pruned"]
     latency = (summary.get("export") or {}).get("latency", [])
     result = {
