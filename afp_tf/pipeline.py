@@ -84,11 +84,21 @@ class Run:
             progress=cfg.train.progress,
         )
 
-    def _optimizer(self, learning_rate: float) -> keras.optimizers.Optimizer:
+    def _optimizer(self, learning_rate: float, **schedule) -> keras.optimizers.Optimizer:
         t = self.cfg.train
         return training.make_optimizer(
-            t.optimizer, learning_rate, momentum=t.momentum, weight_decay=t.weight_decay
+            t.optimizer, learning_rate, momentum=t.momentum, weight_decay=t.weight_decay, **schedule
         )
+
+    def _finetune_optimizer_factory(self):
+        """The pruning optimizer with its learning rate decayed to 0 (cosine) over fine-tuning."""
+        cfg = self.cfg
+        steps = cfg.train.steps_per_epoch or int(self.data.train.cardinality())
+        if steps <= 0:  # unknown length: keep the rate constant
+            return None
+        lr = cfg.prune.learning_rate or cfg.train.learning_rate
+        decay = steps * cfg.prune.finetune_epochs
+        return lambda: self._optimizer(lr, schedule="cosine", decay_steps=decay)
 
     def _evaluate(self, model: keras.Model) -> dict[str, float]:
         """Validation and test metric of ``model`` (test is reported, never used to decide)."""
@@ -184,22 +194,28 @@ class Run:
             with self.strategy.scope():
                 tuned = keras.models.clone_model(model)
                 tuned.set_weights(model.get_weights())
-            trainer = self.pruner.make_trainer(tuned)
+            best = {"metric": before, "weights": None}
+
+            def keep_best(metric: float) -> bool:
+                if metric > best["metric"]:
+                    best.update(metric=metric, weights=tuned.get_weights())
+                return False  # train every epoch
+
+            trainer = self.pruner.make_trainer(
+                tuned, optimizer_factory=self._finetune_optimizer_factory()
+            )
             try:
-                metric = self.pruner.train_epochs(
-                    trainer, pstate, cfg.prune.finetune_epochs, "finetune", until=lambda m: False
+                self.pruner.train_epochs(
+                    trainer, pstate, cfg.prune.finetune_epochs, "finetune", until=keep_best
                 )
             except training.NonFiniteLossError as e:
-                logging.warning("Fine-tuning stopped: %s; keeping the model before it.", e)
-                metric = None
-            if metric is not None and controller.meets_floor(metric) and metric >= before:
+                logging.warning("Fine-tuning stopped: %s; keeping its best epoch so far.", e)
+            if best["weights"] is not None and controller.meets_floor(best["metric"]):
+                tuned.set_weights(best["weights"])
                 model = tuned
+                logging.info("Fine-tuning: validation %.4f -> %.4f.", before, best["metric"])
             else:
-                logging.info(
-                    "Fine-tuning did not improve (%.4f -> %s); kept the model before it.",
-                    before,
-                    metric,
-                )
+                logging.info("Fine-tuning did not improve %.4f; kept the model before it.", before)
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "pruned.keras")
         state["pruned"] = {

@@ -60,7 +60,7 @@ def _cli(workdir, data_dir, *extra, **kwargs):
 
 @pytest.mark.slow
 def test_pipeline_quick_run_prunes_within_floor_and_writes_artifacts(tmp_path, tiny_fashion_mnist):
-    summary = pipeline.run(_config(tiny_fashion_mnist), tmp_path)
+    summary = pipeline.run(_config(tiny_fashion_mnist, "prune.finetune_epochs=3"), tmp_path)
     for name in (
         "baseline.keras",
         "pruned.keras",
@@ -81,6 +81,10 @@ def test_pipeline_quick_run_prunes_within_floor_and_writes_artifacts(tmp_path, t
     assert model.count_params() == pruned["params"]
     events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {"baseline", "penalty", "round"} <= {e["phase"] for e in events}
+    # Fine-tuning keeps its best validation epoch (or the model before it, if that was better).
+    tuned = [e["val_accuracy"] for e in events if e["phase"] == "finetune"]
+    assert len(tuned) == 3
+    assert pruned["val"] >= max(tuned) - 1e-6
 
 
 @pytest.mark.slow
