@@ -36,6 +36,9 @@ class FineTuner:
       strategy: the ``tf.distribute`` strategy models are rebuilt under.
       steps_per_epoch: None for a full pass over ``train_data``.
       progress: show per-epoch progress bars.
+      make_final_trainer: ``(model, epochs) -> Trainer`` for the final fine-tune, e.g. with the
+        learning rate decayed over those epochs as afp_tf's own fine-tune does (default:
+        ``make_trainer``).
     """
 
     make_trainer: Callable[[keras.Model], training.Trainer]
@@ -44,14 +47,20 @@ class FineTuner:
     strategy: tf.distribute.Strategy = dataclasses.field(default_factory=tf.distribute.get_strategy)
     steps_per_epoch: int | None = None
     progress: bool = False
+    make_final_trainer: Callable[[keras.Model, int], training.Trainer] | None = None
 
-    def train(self, model: keras.Model, epochs: int) -> tuple[keras.Model, list[dict]]:
+    def train(
+        self, model: keras.Model, epochs: int, *, final: bool = False
+    ) -> tuple[keras.Model, list[dict]]:
         """Trains ``model`` ``epochs`` epochs; keeps the weights of the best validation epoch.
 
         Epoch 0 (before training) is a candidate too. Returns the model (same object, best
         weights loaded) and one ``{"epoch", "val", "loss"}`` entry per epoch.
         """
-        trainer = self.make_trainer(model)
+        if final and epochs > 0 and self.make_final_trainer is not None:
+            trainer = self.make_final_trainer(model, epochs)
+        else:
+            trainer = self.make_trainer(model)
         best_val = self.evaluate(trainer)
         best_weights, history = model.get_weights(), [{"epoch": 0, "val": best_val}]
         for epoch in range(1, epochs + 1):
@@ -112,7 +121,7 @@ def uniform_l1(
     _check_target(model, macs_target)
     ratio, pruned, macs = uniform_ratio_for_macs(model, macs_target, tuner, min_filters)
     logging.info("uniform l1: ratio %.4f -> %s MACs (target %s).", ratio, macs, macs_target)
-    pruned, history = tuner.train(pruned, epochs)
+    pruned, history = tuner.train(pruned, epochs, final=True)
     return _result(pruned, history, epochs, {"ratio": ratio, "finetune": history})
 
 
@@ -200,7 +209,7 @@ def iterative_global_l1(
         logging.info("global l1 round %d: q=%.3f -> %s MACs.", len(rounds), quantile, macs)
         if reached:
             break
-    model, history = tuner.train(model, epochs - spent)
+    model, history = tuner.train(model, epochs - spent, final=True)
     return _result(model, history, epochs, {"rate": rate, "rounds": rounds, "finetune": history})
 
 

@@ -90,7 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.prune.max_group_fraction = 0.5  # most of a group one round may remove
     c.prune.removal = "all"  # all | decayed
     c.prune.decay_fraction = 0.5
-    c.prune.finetune_epochs = 2
+    c.prune.finetune_epochs = 2  # final fine-tune: cosine-decayed LR, best validation epoch kept
     c.prune.max_failures = 2  # failed rounds (reverted, controller backs off) before stopping
     c.prune.max_nonfinite_retries = 2
     c.prune.learning_rate = 0.0  # 0 = train.learning_rate

@@ -14,8 +14,9 @@ Methods, all on the same data split and from the same trained baseline (the one 
 * ``b15``: (b) at 1.5× (a)'s MACs, for the "equal accuracy at 1.5× fewer MACs" test.
 
 (b), (c) and (b15) get (a)'s epoch budget after the baseline (penalty + recovery + fine-tune
-epochs) and keep their best-on-validation epoch. Each method's final model is exported to TFLite
-fp32 and timed with 1 thread. Writes ``benchmarks/results/compare_<config name>.json`` and
+epochs) and keep their best-on-validation epoch; every method's final fine-tune decays the
+learning rate (cosine) over its epochs, as afp_tf's does. Each method's final model is exported
+to TFLite fp32 and timed with 1 thread. Writes ``benchmarks/results/compare_<config name>.json`` and
 ``.png``; a finished method is not re-run when the same command runs again on the same workdir.
 """
 
@@ -122,8 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"(orth.beta={cfg.orth.beta}, during_baseline={cfg.orth.during_baseline}); (d) only "
             "drops the term from pruning onwards.",
             f"(b), (c), (b15) use (a)'s epoch budget after the baseline ({budget} epochs) and "
-            "keep the best-on-validation fine-tuning epoch; (d) and (e) spend what their "
-            "controller spends (epochs_used).",
+            "keep the best-on-validation fine-tuning epoch; every final fine-tune, afp_tf's and "
+            "theirs, decays the learning rate to 0 (cosine) over its epochs; (d) and (e) spend "
+            "what their controller spends (epochs_used).",
             "Decisions use the validation split only; test is reported.",
             "Latency: TFLite fp32, 1 thread, median of the runs, on a shared 2-core CPU (noisy).",
         ],
@@ -175,6 +177,13 @@ def _baseline_method(cfg, data, workdir: Path, method) -> dict:
         train_data=data.train,
         strategy=pruner.strategy,
         steps_per_epoch=pruner.steps_per_epoch,
+        make_final_trainer=lambda model, epochs: pruner.make_trainer(
+            model,
+            orth_beta=0.0,
+            optimizer_factory=lambda: _optimizer(
+                cfg, schedule="cosine", decay_steps=epochs * _epoch_steps(cfg, data)
+            ),
+        ),
     )
     result = method(tuner)
     trainer = pruner.make_trainer(result.model)
@@ -195,19 +204,32 @@ def _baseline_method(cfg, data, workdir: Path, method) -> dict:
     return out
 
 
+def _epoch_steps(cfg, data) -> int:
+    steps = cfg.train.steps_per_epoch or int(data.train.cardinality())
+    if steps <= 0:
+        raise ValueError("The training set's length is unknown: set train.steps_per_epoch.")
+    return steps
+
+
+def _optimizer(cfg, **schedule):
+    """The pruning optimizer of ``cfg`` (``schedule``: see ``training.make_optimizer``)."""
+    t = cfg.train
+    lr = cfg.prune.learning_rate or t.learning_rate
+    return training.make_optimizer(
+        t.optimizer, lr, momentum=t.momentum, weight_decay=t.weight_decay, **schedule
+    )
+
+
 def _pruner(cfg, data) -> Pruner:
     """A Pruner with the pipeline's training settings (its trainers and evaluation only)."""
     t = cfg.train
-    lr = cfg.prune.learning_rate or t.learning_rate
     return Pruner(
         prune_cfg=cfg.prune,
         task=data.task,
         train_data=data.train,
         val_data=data.val,
         strategy=training.make_strategy(t.strategy),
-        optimizer_factory=lambda: training.make_optimizer(
-            t.optimizer, lr, momentum=t.momentum, weight_decay=t.weight_decay
-        ),
+        optimizer_factory=lambda: _optimizer(cfg),
         global_batch_size=cfg.data.batch_size,
         steps_per_epoch=t.steps_per_epoch or None,
         progress=False,

@@ -85,6 +85,22 @@ def test_iterative_global_l1_reaches_target_and_spends_budget():
     assert [r["macs"] for r in rounds] == sorted((r["macs"] for r in rounds), reverse=True)
 
 
+def test_iterative_global_l1_only_final_finetune_uses_final_trainer():
+    tuner = _tuner()
+    calls = []
+
+    def final(model, epochs):
+        calls.append(epochs)
+        return tuner.make_trainer(model)
+
+    tuner.make_final_trainer = final
+    model = _model()
+    result = baselines.iterative_global_l1(
+        model, 0.4 * stats.model_stats(model).macs, tuner, epochs=5, rate=0.15
+    )
+    assert calls == [len(result.info["finetune"]) - 1]
+
+
 def test_finetuner_train_scripted_validation_keeps_best_epoch_weights():
     seen = []
     scores = iter([0.2, 0.9, 0.1, 0.5])
