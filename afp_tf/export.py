@@ -265,15 +265,27 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def write_saved_model(
-    model: keras.Model, input_shape: tuple[int, ...], path: Path, output_name: str = OUTPUT_NAME
+    model: keras.Model,
+    input_shape: tuple[int, ...],
+    path: Path,
+    output_name: str = OUTPUT_NAME,
+    *,
+    endpoint=None,
+    batch: int | None = None,
 ) -> None:
-    """Writes ``model`` as a SavedModel whose ``serve`` signature maps ``image`` to one output."""
+    """Writes ``model`` as a SavedModel whose ``serve`` signature maps ``image`` to its outputs.
+
+    Args:
+        endpoint: ``image -> {name: tensor}`` to serve instead of ``{output_name: model(image)}``
+            (e.g. with decoding and NMS).
+        batch: a fixed batch size for the signature (default: any).
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         "serve",
-        lambda image: {output_name: model(image, training=False)},
-        input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)],
+        endpoint or (lambda image: {output_name: model(image, training=False)}),
+        input_signature=[tf.TensorSpec([batch, *input_shape], tf.float32, name=INPUT_NAME)],
     )
     with io_utils.atomic_path(path, directory=True) as tmp:
         archive.write_out(str(tmp), verbose=False)
@@ -361,15 +373,28 @@ def _culprits(ops: Sequence[str], paths: Sequence[str], layers: Sequence[str]) -
     return f" at op(s) {', '.join(sorted(set(ops)))}{where}"
 
 
-def _verify(fmt: Format, path: Path, val_x, val_y, keras_logits, keras_metric) -> dict:
+def run_and_compare(fmt: Format, path: Path, val_x, keras_out, batch: int = 64) -> tuple:
+    """Runs an artifact in its own runtime and compares its raw outputs with Keras'.
+
+    Returns:
+        ``(runner, outputs, max_abs_diff, max_rel_diff, failures)``; ``failures`` holds the
+        relative-difference check of ``fmt``.
+    """
     runner = load_runner(fmt.runner).load(str(path), threads=1)
-    logits = np.concatenate([runner.predict(val_x[i : i + 64]) for i in range(0, len(val_x), 64)])
-    abs_diff = float(np.max(np.abs(logits - keras_logits)))
-    rel_diff = abs_diff / max(float(np.max(np.abs(keras_logits))), 1e-12)
-    metric = _accuracy(logits, val_y)
+    out = np.concatenate(
+        [runner.predict(val_x[i : i + batch]) for i in range(0, len(val_x), batch)]
+    )
+    abs_diff = float(np.max(np.abs(out - keras_out)))
+    rel_diff = abs_diff / max(float(np.max(np.abs(keras_out))), 1e-12)
     failures = []
     if fmt.max_rel_diff is not None and not rel_diff <= fmt.max_rel_diff:
         failures.append(f"relative difference {rel_diff:.3g} > {fmt.max_rel_diff:g}")
+    return runner, out, abs_diff, rel_diff, failures
+
+
+def _verify(fmt: Format, path: Path, val_x, val_y, keras_logits, keras_metric) -> dict:
+    runner, logits, abs_diff, rel_diff, failures = run_and_compare(fmt, path, val_x, keras_logits)
+    metric = _accuracy(logits, val_y)
     if fmt.max_metric_drop is not None and not metric >= keras_metric - fmt.max_metric_drop:
         failures.append(
             f"metric {metric:.4f} more than {fmt.max_metric_drop:g} below Keras {keras_metric:.4f}"

@@ -158,15 +158,11 @@ _KEYS = ("boxes", "scores", "classes")
 
 
 def _verify_raw(fmt, path, val_x, val_y, keras_raw, keras_map, meta, post) -> dict:
-    runner = export.load_runner(fmt.runner).load(str(path), threads=1)
-    raw = np.concatenate([runner.predict(val_x[i : i + 32]) for i in range(0, len(val_x), 32)])
-    abs_diff = float(np.max(np.abs(raw - keras_raw)))
-    rel_diff = abs_diff / max(float(np.max(np.abs(keras_raw))), 1e-12)
+    runner, raw, abs_diff, rel_diff, failures = export.run_and_compare(
+        fmt, path, val_x, keras_raw, batch=32
+    )
     metric = _map(post.postprocess(raw, meta), val_y)
     tolerance = MAP_TOLERANCE.get(fmt.name)
-    failures = []
-    if fmt.max_rel_diff is not None and not rel_diff <= fmt.max_rel_diff:
-        failures.append(f"relative difference {rel_diff:.3g} > {fmt.max_rel_diff:g}")
     if tolerance is not None and not metric >= keras_map - tolerance:
         failures.append(f"mAP@0.5 {metric:.4f} more than {tolerance:g} below Keras {keras_map:.4f}")
     return {
@@ -221,15 +217,7 @@ def _export_nms(model, out: Path, input_shape, meta, val_x, val_y, keras_map) ->
     """Writes and verifies ``saved_model_nms/`` and ``model_fp32_nms.tflite``."""
     saved = out / NMS_ARTIFACTS["saved_model_nms"]
     tflite = out / NMS_ARTIFACTS["tflite_fp32_nms"]
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serve",
-        nms_function(model, meta),
-        input_signature=[tf.TensorSpec([1, *input_shape], tf.float32, name=export.INPUT_NAME)],
-    )
-    with io_utils.atomic_path(saved, directory=True) as tmp:
-        archive.write_out(str(tmp), verbose=False)
+    export.write_saved_model(model, input_shape, saved, endpoint=nms_function(model, meta), batch=1)
     export.convert("tflite_fp32", saved, tflite, None, export.layer_names(model))
     built_in = {
         name: _verify_nms(path, runner, val_x, val_y, keras_map)
