@@ -31,6 +31,26 @@ def run(cfg, workdir: str | os.PathLike) -> dict[str, Any]:
     return Run(cfg, workdir).execute()
 
 
+def make_optimizer(
+    cfg, learning_rate: float | None = None, *, cosine_steps: int = 0
+) -> keras.optimizers.Optimizer:
+    """``cfg.train``'s optimizer, at the pruning learning rate unless ``learning_rate`` is given.
+
+    With ``cosine_steps``, the rate decays to 0 (cosine) over that many steps.
+    """
+    t = cfg.train
+    lr = learning_rate or cfg.prune.learning_rate or t.learning_rate
+    schedule = {"schedule": "cosine", "decay_steps": cosine_steps} if cosine_steps else {}
+    return training.make_optimizer(
+        t.optimizer, lr, momentum=t.momentum, weight_decay=t.weight_decay, **schedule
+    )
+
+
+def epoch_steps(cfg, dataset) -> int:
+    """Steps in one training epoch over ``dataset`` (0 when its length is unknown)."""
+    return max(cfg.train.steps_per_epoch or int(dataset.cardinality()), 0)
+
+
 class Run:
     """The state and phases of one run."""
 
@@ -69,14 +89,13 @@ class Run:
 
     def _make_pruner(self) -> Pruner:
         cfg, data = self.cfg, self.data
-        lr = cfg.prune.learning_rate or cfg.train.learning_rate
         return Pruner(
             prune_cfg=cfg.prune,
             task=data.task,
             train_data=data.train,
             val_data=data.val,
             strategy=self.strategy,
-            optimizer_factory=lambda: self._optimizer(lr),
+            optimizer_factory=lambda: make_optimizer(cfg),
             global_batch_size=cfg.data.batch_size,
             orth_beta=cfg.orth.beta,
             steps_per_epoch=cfg.train.steps_per_epoch or None,
@@ -84,21 +103,13 @@ class Run:
             progress=cfg.train.progress,
         )
 
-    def _optimizer(self, learning_rate: float, **schedule) -> keras.optimizers.Optimizer:
-        t = self.cfg.train
-        return training.make_optimizer(
-            t.optimizer, learning_rate, momentum=t.momentum, weight_decay=t.weight_decay, **schedule
-        )
-
     def _finetune_optimizer_factory(self):
         """The pruning optimizer with its learning rate decayed to 0 (cosine) over fine-tuning."""
         cfg = self.cfg
-        steps = cfg.train.steps_per_epoch or int(self.data.train.cardinality())
-        if steps <= 0:  # unknown length: keep the rate constant
+        steps = epoch_steps(cfg, self.data.train)
+        if not steps:  # unknown length: keep the rate constant
             return None
-        lr = cfg.prune.learning_rate or cfg.train.learning_rate
-        decay = steps * cfg.prune.finetune_epochs
-        return lambda: self._optimizer(lr, schedule="cosine", decay_steps=decay)
+        return lambda: make_optimizer(cfg, cosine_steps=steps * cfg.prune.finetune_epochs)
 
     def _evaluate(self, model: keras.Model) -> dict[str, float]:
         """Validation and test metric of ``model`` (test is reported, never used to decide)."""
@@ -127,7 +138,7 @@ class Run:
         trainer = self.pruner.make_trainer(
             model,
             orth_beta=beta,
-            optimizer_factory=lambda: self._optimizer(cfg.train.learning_rate),
+            optimizer_factory=lambda: make_optimizer(cfg, cfg.train.learning_rate),
         )
         if self.store.restore_optimizer(state, trainer.optimizer, model):
             logging.info("Resumed baseline training after epoch %d.", state["epoch"])

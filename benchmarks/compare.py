@@ -33,7 +33,7 @@ import common  # noqa: E402
 
 from afp_tf import baselines, config_lib, export, io_utils, latency, stats, training  # noqa: E402
 from afp_tf.checkpoint import RunStore  # noqa: E402
-from afp_tf.pipeline import run  # noqa: E402
+from afp_tf.pipeline import epoch_steps, make_optimizer, run  # noqa: E402
 from afp_tf.pruner import Pruner, filters_per_group  # noqa: E402
 from afp_tf.tasks import load_task  # noqa: E402
 
@@ -180,8 +180,8 @@ def _baseline_method(cfg, data, workdir: Path, method) -> dict:
         make_final_trainer=lambda model, epochs: pruner.make_trainer(
             model,
             orth_beta=0.0,
-            optimizer_factory=lambda: _optimizer(
-                cfg, schedule="cosine", decay_steps=epochs * _epoch_steps(cfg, data)
+            optimizer_factory=lambda: make_optimizer(
+                cfg, cosine_steps=epochs * _epoch_steps(cfg, data)
             ),
         ),
     )
@@ -205,19 +205,10 @@ def _baseline_method(cfg, data, workdir: Path, method) -> dict:
 
 
 def _epoch_steps(cfg, data) -> int:
-    steps = cfg.train.steps_per_epoch or int(data.train.cardinality())
-    if steps <= 0:
+    steps = epoch_steps(cfg, data.train)
+    if not steps:
         raise ValueError("The training set's length is unknown: set train.steps_per_epoch.")
     return steps
-
-
-def _optimizer(cfg, **schedule):
-    """The pruning optimizer of ``cfg`` (``schedule``: see ``training.make_optimizer``)."""
-    t = cfg.train
-    lr = cfg.prune.learning_rate or t.learning_rate
-    return training.make_optimizer(
-        t.optimizer, lr, momentum=t.momentum, weight_decay=t.weight_decay, **schedule
-    )
 
 
 def _pruner(cfg, data) -> Pruner:
@@ -229,7 +220,7 @@ def _pruner(cfg, data) -> Pruner:
         train_data=data.train,
         val_data=data.val,
         strategy=training.make_strategy(t.strategy),
-        optimizer_factory=lambda: _optimizer(cfg),
+        optimizer_factory=lambda: make_optimizer(cfg),
         global_batch_size=cfg.data.batch_size,
         steps_per_epoch=t.steps_per_epoch or None,
         progress=False,
