@@ -86,7 +86,7 @@ class _Walk:
         self.path = ""
         self.input_shapes: list[tuple] = []
         self.output_shapes: list[tuple] = []
-        self.constants: list = []
+        self.node = None  # the layer call being propagated
 
     # -- Context --
     def new_space(self, size: int, output: int = 0) -> Labels:
@@ -108,6 +108,12 @@ class _Walk:
 
     def block(self, labels: Labels, reason: str) -> None:
         self.blocks.append((labels, reason))
+
+    @property
+    def constants(self) -> list:
+        """The call's arguments that are not symbolic tensors (scalars, arrays, flags)."""
+        args = keras.tree.flatten((self.node.arguments.args, self.node.arguments.kwargs))
+        return [a for a in args if not isinstance(a, keras.KerasTensor)]
 
     def passthrough(self, labels: Labels) -> None:
         self.passthroughs.append((self.path, labels))
@@ -137,7 +143,7 @@ class _Walk:
             self.path = join(prefix, op.name)
             self.input_shapes = [x.shape for x in node.input_tensors]
             self.output_shapes = [y.shape for y in node.outputs]
-            self.constants = _constants(node)
+            self.node = node
             inputs = [self.labels[id(x)] for x in node.input_tensors]
             rule = rule_for(op)
             if is_submodel(op) or getattr(rule, "consistent_calls", False):
@@ -215,12 +221,6 @@ class _Walk:
 
 def _has_channels(shape: tuple) -> bool:
     return len(shape) >= 2 and shape[-1] is not None
-
-
-def _constants(node) -> list:
-    """The call's arguments that are not symbolic tensors (scalars, arrays, flags)."""
-    args = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
-    return [a for a in args if not isinstance(a, keras.KerasTensor)]
 
 
 def _check_counts(outputs: list, shapes: list[tuple]) -> None:
