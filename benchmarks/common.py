@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
 import shlex
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,3 +41,26 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     io_utils.write_json(path, {**provenance(), **result})
     return path
+
+
+@contextlib.contextmanager
+def wall_clock(workdir: Path, count: bool = True) -> Iterator[dict]:
+    """Wall time of a resumable benchmark summed over every invocation on ``workdir``.
+
+    Adds this invocation's time (with ``count``; even when it fails or is interrupted) to
+    ``workdir/benchmark_wall.json``. Yields a dict whose ``seconds`` is the total, set on exit.
+    """
+    from afp_tf import io_utils
+
+    clock = Path(workdir) / "benchmark_wall.json"
+    total: dict = {}
+    started = time.time()
+    try:
+        yield total
+    finally:
+        seconds = io_utils.read_json(clock)["seconds"] if clock.is_file() else 0.0
+        if count:
+            seconds += time.time() - started
+            clock.parent.mkdir(parents=True, exist_ok=True)
+            io_utils.write_json(clock, {"seconds": seconds})
+        total["seconds"] = seconds

@@ -17,14 +17,14 @@ Methods, all on the same data split and from the same trained baseline (the one 
 epochs) and keep their best-on-validation epoch; every method's final fine-tune decays the
 learning rate (cosine) over its epochs, as afp_tf's does. Each method's final model is exported
 to TFLite fp32 and timed with 1 thread. Writes ``benchmarks/results/compare_<config name>.json`` and
-``.png``; a finished method is not re-run when the same command runs again on the same workdir.
+``.png``; a finished method is not re-run when the same command runs again on the same workdir,
+and ``wall_seconds`` sums the time of every invocation on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,51 +68,51 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = config_lib.load_config(args.config)
     config_lib.apply_overrides(cfg, [*args.override, "export.enabled=false"])
     workdir = args.workdir or Path("runs") / f"compare_{cfg.name}"
-    started = time.time()
-    results = {"a": _afp(cfg, workdir / "a", [])}
-    baseline_path = workdir / "a" / "baseline.keras"
-    budget = results["a"]["budget_epochs"]
-    target_macs = results["a"]["macs"]
-    ablations = {"d": ["orth.beta=0.0"], "e": ["prune.rule=fixed"]}
-    for m in methods:
-        if m in ablations:
-            results[m] = _afp(
-                cfg, workdir / m, [f"train.baseline_model={baseline_path}", *ablations[m]]
-            )
-    baseline_runs = {
-        "b": lambda t: baselines.uniform_l1(_load(baseline_path), target_macs, t, budget),
-        "c": lambda t: baselines.iterative_global_l1(
-            _load(baseline_path),
-            target_macs,
-            t,
-            budget,
-            rate=args.global_rate,
-            importance=cfg.prune.importance,
-            max_group_fraction=cfg.prune.max_group_fraction,
-        ),
-        "b15": lambda t: baselines.uniform_l1(
-            _load(baseline_path),
-            min(TARGET_MACS_FACTOR * target_macs, results["a"]["baseline"]["macs"]),
-            t,
-            budget,
-        ),
-    }
-    data = None
-    for m in methods:
-        if m in baseline_runs:
-            data = data or load_task(cfg)
-            results[m] = _baseline_method(cfg, data, workdir / m, baseline_runs[m])
-    data = data or load_task(cfg)
-    for m in methods:
-        results[m]["latency"] = _latency(cfg, data, workdir / m, args.latency_runs)
-    results["a"]["baseline"]["latency"] = _latency(
-        cfg, data, workdir / "a", args.latency_runs, model_file="baseline.keras"
-    )
+    with common.wall_clock(workdir) as wall:  # every invocation on workdir counts
+        results = {"a": _afp(cfg, workdir / "a", [])}
+        baseline_path = workdir / "a" / "baseline.keras"
+        budget = results["a"]["budget_epochs"]
+        target_macs = results["a"]["macs"]
+        ablations = {"d": ["orth.beta=0.0"], "e": ["prune.rule=fixed"]}
+        for m in methods:
+            if m in ablations:
+                results[m] = _afp(
+                    cfg, workdir / m, [f"train.baseline_model={baseline_path}", *ablations[m]]
+                )
+        baseline_runs = {
+            "b": lambda t: baselines.uniform_l1(_load(baseline_path), target_macs, t, budget),
+            "c": lambda t: baselines.iterative_global_l1(
+                _load(baseline_path),
+                target_macs,
+                t,
+                budget,
+                rate=args.global_rate,
+                importance=cfg.prune.importance,
+                max_group_fraction=cfg.prune.max_group_fraction,
+            ),
+            "b15": lambda t: baselines.uniform_l1(
+                _load(baseline_path),
+                min(TARGET_MACS_FACTOR * target_macs, results["a"]["baseline"]["macs"]),
+                t,
+                budget,
+            ),
+        }
+        data = None
+        for m in methods:
+            if m in baseline_runs:
+                data = data or load_task(cfg)
+                results[m] = _baseline_method(cfg, data, workdir / m, baseline_runs[m])
+        data = data or load_task(cfg)
+        for m in methods:
+            results[m]["latency"] = _latency(cfg, data, workdir / m, args.latency_runs)
+        results["a"]["baseline"]["latency"] = _latency(
+            cfg, data, workdir / "a", args.latency_runs, model_file="baseline.keras"
+        )
     out = {
         "config_name": args.config,
         "config": cfg.to_dict(),
         "data": data.description,
-        "wall_seconds": round(time.time() - started, 1),
+        "wall_seconds": round(wall["seconds"], 1),
         "budget_epochs": budget,
         "target_macs": target_macs,
         "baseline": results["a"]["baseline"],

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_result  # noqa: E402
+import common  # noqa: E402
 
-from afp_tf import config_lib, io_utils, latency, pipeline  # noqa: E402
+from afp_tf import config_lib, latency, pipeline  # noqa: E402
 from afp_tf.detection import task as detection_task  # noqa: E402
 from afp_tf.detection.metrics import evaluate_detector  # noqa: E402
 
@@ -77,15 +76,8 @@ def main() -> None:
         cfg, ["train.progress=false", *(o.removeprefix("--config.") for o in overrides)]
     )
     finished_before = (args.workdir / "report.json").is_file()
-    clock = args.workdir / "benchmark_wall.json"
-    started = time.time()
-    try:
+    with common.wall_clock(args.workdir, count=not finished_before) as wall:
         summary = pipeline.run(cfg, args.workdir)
-    finally:  # an invocation that fails or is interrupted has done work too
-        wall = io_utils.read_json(clock)["seconds"] if clock.is_file() else 0.0
-        if not finished_before:  # re-reporting a finished run adds nothing
-            wall += time.time() - started
-            io_utils.write_json(clock, {"seconds": wall})
     base, pruned = summary["baseline"], summary["pruned"]
     latency = (summary.get("export") or {}).get("latency", [])
     result = {
@@ -93,7 +85,7 @@ def main() -> None:
         "note": args.note,
         "overrides": overrides,
         "data": "synthetic GTSDB layout (generated, seed 0)",
-        "wall_seconds": round(wall, 1),
+        "wall_seconds": round(wall["seconds"], 1),
         "map": evaluate_map(cfg, args.workdir),
         "decision_metric": "map50 on validation",
         "tolerance": cfg.prune.tolerance,
@@ -107,7 +99,7 @@ def main() -> None:
         "latency_all_formats": latency,
         "detection_latency": detection_latency(args.workdir, cfg.export.latency_runs),
     }
-    path = write_result(CONFIG, result)
+    path = common.write_result(CONFIG, result)
     print(f"wrote {path}")
 
 

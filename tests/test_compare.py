@@ -73,6 +73,20 @@ def test_compare_rerun_same_workdir_reuses_finished_methods(compare_result):
     assert (workdir / "b" / "tflite_pruned" / "latency.json").stat().st_mtime_ns == latency
     assert (workdir / "b" / "result.json").stat().st_mtime_ns == before
     assert again["methods"]["b"]["test"] == out["methods"]["b"]["test"]
+    assert again["wall_seconds"] > out["wall_seconds"]  # the rerun's time is added
+
+
+def test_wall_clock_sums_invocations_including_a_failed_one(tmp_path, monkeypatch):
+    now = iter([100.0, 103.0, 200.0, 202.0, 300.0, 350.0])
+    monkeypatch.setattr(common.time, "time", lambda: next(now))
+    with pytest.raises(RuntimeError), common.wall_clock(tmp_path):
+        raise RuntimeError("killed mid-round")
+    with common.wall_clock(tmp_path) as wall:
+        pass
+    assert wall["seconds"] == 5.0
+    with common.wall_clock(tmp_path, count=False) as wall:
+        pass
+    assert wall["seconds"] == 5.0
 
 
 def test_compare_methods_without_a_exits_with_message():
