@@ -215,7 +215,7 @@ def _pruner(cfg, data) -> Pruner:
     """A Pruner with the pipeline's training settings (its trainers and evaluation only)."""
     t = cfg.train
     return Pruner(
-        prune_cfg=cfg.prune,
+        options=config_lib.prune_options(cfg),
         task=data.task,
         train_data=data.train,
         val_data=data.val,
