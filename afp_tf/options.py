@@ -30,8 +30,8 @@ class PruneOptions:
       lambda_max: largest targeted-ℓ1 strength.
       delta_w, delta_lambda: the linear rule's slopes (``W_t``, ``λ_t`` per unit of ``R_t``).
       penalty_epochs: ``k``, epochs of targeted-ℓ1 training per round.
-      recovery_epochs: ``r``, most recovery epochs per round (a retry after ``n`` consecutive
-        failures gets ``r · (1 + n)``).
+      recovery_epochs: ``r``, most recovery epochs per round (``2r`` for a retry after a
+        failed round).
       recovery_margin: recovery stops early once the recovery metric is this fraction of the
         spendable budget above the floor.
       max_rounds: most rounds attempted, accepted or not.

@@ -19,7 +19,7 @@ Failures: a failed round (recovery missed ``accept_floor``) or a non-finite loss
 by the caller and reported with :meth:`PruningRateController.observe`; it halves a persistent
 ``scale`` that multiplies ``p_t`` (or ``W_t``) and ``λ_t``, so the retry targets the least
 important half of what failed (the same model, the same ranking: a bisection of the candidate
-set), and it lengthens the retry's recovery (:meth:`recovery_epochs`). An accepted round doubles
+set), and it doubles the retry's recovery (:meth:`recovery_epochs`). An accepted round doubles
 ``scale`` back (capped at 1) and resets the consecutive-failure count. Pruning stops after
 ``max_failures`` consecutive failed rounds, more than ``max_nonfinite`` consecutive non-finite
 ones, a round without candidates, the MACs target or ``max_rounds`` attempts.
@@ -202,8 +202,8 @@ class PruningRateController:
         return RoundPlan(remaining, p, None, self.lambda_max * p / self.p_max, False)
 
     def recovery_epochs(self, base: int) -> int:
-        """Recovery epochs of the next round: ``base`` times one more per consecutive failure."""
-        return base * (1 + self.failures)
+        """Recovery epochs of the next round: ``base``, doubled for a retry after a failure."""
+        return base * (2 if self.failures else 1)
 
     def observe(
         self,

@@ -44,7 +44,7 @@ AFP_METHODS = {
     "afp_tf_no_orth": ["orth.beta=0.0"],
 }
 MATCHED = ("uniform_l1", "global_l1")  # matched to afp_tf's MACs and epoch budget
-METHODS = (*AFP_METHODS, *MATCHED)
+METHODS = ("afp_tf", "uniform_l1", "afp_tf_fixed_rate", "afp_tf_no_orth", "global_l1")
 RUN_KEYS = (
     "method",
     "seed",

@@ -165,12 +165,13 @@ def test_failure_linear_scales_threshold_and_strength():
     assert plan.strength == pytest.approx(5e-4)
 
 
-def test_recovery_epochs_grow_with_consecutive_failures():
+def test_recovery_epochs_doubled_for_retries():
     c = _ctrl()
     assert c.recovery_epochs(2) == 2
     c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.1)
+    assert c.recovery_epochs(2) == 4
     c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.05)
-    assert c.recovery_epochs(2) == 6
+    assert c.recovery_epochs(2) == 4
     c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.02)
     assert c.recovery_epochs(2) == 2
 
