@@ -126,15 +126,17 @@ class Pruner:
         penalty=None,
         orth_beta: float | None = None,
         optimizer_factory: Callable[[], keras.optimizers.Optimizer] | None = None,
+        analysis: surgery.ModelAnalysis | None = None,
     ) -> training.Trainer:
         """A fresh trainer (new optimizer, new compiled steps) for ``model``.
 
-        ``orth_beta`` and ``optimizer_factory`` override the pruner's (e.g. for baseline training).
+        ``orth_beta`` and ``optimizer_factory`` override the pruner's (e.g. for baseline
+        training); ``analysis`` (``surgery.analyze(model)``) saves walking the graph again.
         """
         beta = self.orth_beta if orth_beta is None else orth_beta
         extra = [penalty] if penalty is not None else []
         if beta > 0:
-            extra.append(orthogonality_loss(model, beta))
+            extra.append(orthogonality_loss(model, beta, analysis))
         return training.Trainer(
             model,
             loss=self.task.loss,
@@ -228,6 +230,7 @@ class Pruner:
         says whether the model is a new one.
         """
         controller = prc.PruningRateController.from_dict(state.controller)
+        analysis = surgery.analyze(model)  # of the last good model; each new one is walked once
         while state.stop_reason is None:
             state.stop_reason = controller.should_stop()
             if state.stop_reason is not None:
@@ -235,7 +238,7 @@ class Pruner:
             keras.utils.set_random_seed(self.seed * 100_003 + controller.attempts + 1)
             started = time.time()
             try:
-                outcome, candidate, info = self._round(model, state, controller)
+                outcome, candidate, info = self._round(model, analysis, state, controller)
             except training.NonFiniteLossError as e:
                 outcome, candidate, info = "non-finite", None, {"error": str(e)}
             seconds = round(time.time() - started, 1)
@@ -248,7 +251,7 @@ class Pruner:
                 macs=info.get("macs"),
             )
             if outcome == "accepted":
-                model = candidate
+                model, analysis = candidate
                 state.metric, state.val_metric = info["metric"], info["val_metric"]
                 state.round += 1
             _log_round(info, controller)
@@ -260,8 +263,9 @@ class Pruner:
         logging.info("Pruning stopped after %d rounds: %s.", state.round, state.stop_reason)
         return model, state
 
-    def _round(self, model: keras.Model, state: PruneState, controller) -> tuple:
-        """One round on a copy; returns (outcome, new model or None, round info)."""
+    def _round(self, model: keras.Model, analysis, state: PruneState, controller) -> tuple:
+        """One round on a copy of ``model`` (``analysis`` is its ``surgery.analyze``); returns
+        ``(outcome, (new model, its analysis) or None, round info)``."""
         opts = self.options
         plan = controller.plan(state.metric)
         info: dict[str, Any] = {
@@ -271,18 +275,19 @@ class Pruner:
             "quantile": plan.quantile,
             "strength": plan.strength,
         }
-        groups = [g for g in surgery.find_channel_groups(model) if g.prunable]
-        info["filters"] = sum(g.size for g in groups)
         # Work on a copy so a failed round leaves ``model`` untouched.
         with self.strategy.scope():
-            work = surgery.remove_filters(model, {})
-            weights = {g.name: surgery.filter_weights(work, g) for g in groups}
+            work = surgery.remove_filters(model, {}, analysis=analysis)
+            work_analysis = surgery.analyze(work)
+            groups = work_analysis.prunable
+            weights = {g.name: work_analysis.filter_weights(g) for g in groups}
             penalty = regularizers.TargetedL1Penalty(weights)
+        info["filters"] = sum(g.size for g in groups)
         candidates: dict[str, list[int]] = {}
         if not plan.recover_only:
             scores = afp.filter_importance(weights, normalize=opts.importance)
             if opts.cost == "macs":
-                scores = afp.per_cost(scores, self._macs_per_filter(model, groups))
+                scores = afp.per_cost(scores, self._macs_per_filter(work, work_analysis))
             candidates = afp.select_candidates(
                 scores,
                 quantile=plan.quantile,
@@ -296,7 +301,7 @@ class Pruner:
         penalty.set_candidates(candidates)
         penalty.set_strength(plan.strength)
         start_norms = afp.filter_importance(weights, normalize="none")
-        trainer = self.make_trainer(work, penalty)
+        trainer = self.make_trainer(work, penalty, analysis=work_analysis)
         self.train_epochs(trainer, state, opts.penalty_epochs, "penalty")
         if opts.removal == "decayed" and candidates:
             end_norms = afp.filter_importance(weights, normalize="none")
@@ -304,8 +309,9 @@ class Pruner:
                 start_norms, end_norms, candidates, opts.decay_fraction, round_to=opts.round_to
             )
         with self.strategy.scope():
-            pruned = surgery.remove_filters(work, candidates)
-        trainer = self.make_trainer(pruned)
+            pruned = surgery.remove_filters(work, candidates, analysis=work_analysis)
+        pruned_analysis = surgery.analyze(pruned)
+        trainer = self.make_trainer(pruned, analysis=pruned_analysis)
         val = self._metric(trainer, "val")
         info["val_after_removal"] = val
         # Recover (on the validation split) to a margin above its floor when r epochs allow, so
@@ -329,27 +335,26 @@ class Pruner:
             macs=model_stats.macs,
             params=model_stats.params,
         )
-        return ("accepted" if controller.meets_floor(metric) else "failed"), pruned, info
+        outcome = "accepted" if controller.meets_floor(metric) else "failed"
+        return outcome, (pruned, pruned_analysis), info
 
-    def _macs_per_filter(self, model: keras.Model, groups) -> dict[str, float]:
+    def _macs_per_filter(self, model: keras.Model, analysis) -> dict[str, float]:
         """MACs saved by removing one filter of each group (measured by surgery)."""
         total = stats.model_stats(model).macs
         out = {}
         with self.strategy.scope():
-            for g in groups:
-                smaller = surgery.remove_filters(model, {g.name: [0]})
+            for g in analysis.prunable:
+                smaller = surgery.remove_filters(model, {g.name: [0]}, analysis=analysis)
                 out[g.name] = max(total - stats.model_stats(smaller).macs, 1)
         return out
 
 
-def orthogonality_loss(model: keras.Model, beta: float) -> Callable[[], tf.Tensor]:
+def orthogonality_loss(
+    model: keras.Model, beta: float, analysis: surgery.ModelAnalysis | None = None
+) -> Callable[[], tf.Tensor]:
     """``beta`` times the orthogonality penalty of every prunable group's producer kernels."""
-    pairs = [
-        pair
-        for group in surgery.find_channel_groups(model)
-        if group.prunable
-        for pair in surgery.filter_weights(model, group)
-    ]
+    analysis = analysis or surgery.analyze(model)
+    pairs = [pair for group in analysis.prunable for pair in analysis.filter_weights(group)]
 
     def loss() -> tf.Tensor:
         if not pairs:

@@ -66,7 +66,7 @@ class FakePruner(Pruner):
         )
         self.script = script
 
-    def make_trainer(self, model, penalty=None, orth_beta=None, optimizer_factory=None):
+    def make_trainer(self, model, penalty=None, orth_beta=None, optimizer_factory=None, **kw):
         return FakeTrainer(model, penalty, self.script)
 
 
