@@ -6,7 +6,8 @@ prunable filters the next round targets, and owns every count that decides a sto
 * ``"adaptive"`` (default): aim each round at half of the remaining budget, using what the last
   attempt cost: ``p_t = clip(R_t / (2 · c), p_min, p_max)`` with ``c`` the measured drop of the
   decision metric per fraction of filters removed (``p_max`` before anything was measured, or
-  when removal cost nothing); ``λ_t = λ_max · p_t / p_max``;
+  when removal cost nothing), and never more than twice the fraction the last accepted round
+  removed (a free small round is weak evidence); ``λ_t = λ_max · p_t / p_max``;
 * ``"scale_free"``: ``p_t = p_max · min(1, R_t / ε')``, ``λ_t = λ_max · min(1, R_t / ε')``;
 * ``"linear"`` (the paper's): threshold ``W_t = δ_w · R_t`` on importances, ``λ_t = δ_λ · R_t``;
 * ``"fixed"`` (the ablation without a controller): ``p_t = p_max``, ``λ_t = λ_max``.
@@ -160,6 +161,7 @@ class PruningRateController:
         self.nonfinite = 0  # consecutive non-finite rounds
         self.scale = 1.0
         self.cost: float | None = None  # drop of the metric per fraction of filters removed
+        self.last_fraction: float | None = None  # of the filters, removed by the last accepted
         self.last_macs: float | None = None
         self.stop_reason: str | None = None
 
@@ -196,8 +198,11 @@ class PruningRateController:
         p = self.p_max
         if self.rule == "scale_free":
             p *= min(1.0, remaining / (self.budget - self.margin))
-        elif self.rule == "adaptive" and self.cost:
-            p = min(self.p_max, max(self.p_min, remaining / (2.0 * self.cost)))
+        elif self.rule == "adaptive":
+            if self.cost:
+                p = min(self.p_max, max(self.p_min, remaining / (2.0 * self.cost)))
+            if self.last_fraction:
+                p = min(p, max(self.p_min, 2.0 * self.last_fraction))
         p *= self.scale
         return RoundPlan(remaining, p, None, self.lambda_max * p / self.p_max, False)
 
@@ -230,6 +235,7 @@ class PruningRateController:
             self.cost = max(drop, 0.0) / removed_fraction
         if outcome == "accepted":
             self.accepted += 1
+            self.last_fraction = removed_fraction or self.last_fraction
             self.failures = self.nonfinite = 0
             self.scale = min(1.0, self.scale / _BACKOFF)
             self.last_macs = None if macs is None else float(macs)
@@ -285,6 +291,7 @@ class PruningRateController:
         "nonfinite",
         "scale",
         "cost",
+        "last_fraction",
         "last_macs",
         "stop_reason",
     )

@@ -181,7 +181,7 @@ def test_adaptive_plan_full_rate_until_a_cost_is_measured():
     assert c.plan(0.885).quantile == pytest.approx(0.3)
     c.observe("accepted", before=0.9, metric=0.901, removed_fraction=0.3)  # recovery absorbed it
     assert c.cost == 0.0
-    assert c.plan(0.885).quantile == pytest.approx(0.3)
+    assert c.plan(0.885).quantile == pytest.approx(0.3)  # 2 × 0.3 capped at p_max
 
 
 def test_adaptive_plan_aims_at_half_the_remaining_budget():
@@ -193,6 +193,14 @@ def test_adaptive_plan_aims_at_half_the_remaining_budget():
     assert plan.strength == pytest.approx(1e-3 * 0.1 / 0.3)
     assert c.plan(0.8801).quantile == pytest.approx(0.02)  # clipped at p_min
     assert c.plan(0.95).quantile == pytest.approx(0.3)  # clipped at p_max
+
+
+def test_adaptive_plan_at_most_doubles_the_last_accepted_fraction():
+    c = _ctrl(rule="adaptive", p_max=0.3, p_min=0.02)
+    c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.03)  # free, but small
+    assert c.plan(0.9).quantile == pytest.approx(0.06)
+    c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.06)
+    assert c.plan(0.9).quantile == pytest.approx(0.12)
 
 
 def test_adaptive_failure_bisects_below_p_min():
