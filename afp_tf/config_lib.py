@@ -284,6 +284,28 @@ def cifar10_config(model: str, *, learning_rate: float, weight_decay: float):
     return c
 
 
+def fashion_mnist32_config(model: str, *, learning_rate: float, weight_decay: float):
+    """A CIFAR-form network on Fashion-MNIST padded to 32×32, subsets sized for a shared CPU."""
+    c = base_config()
+    c.name = f"{model}_fashion_mnist"
+    c.model.name = model
+    c.data.name = "fashion_mnist"
+    c.data.image_size = 32
+    c.data.augment = False
+    c.data.accept_fraction = 0.1
+    c.data.train_subset = 8000
+    c.data.val_subset = 3000
+    c.data.test_subset = 5000
+    c.data.batch_size = 64
+    c.train.learning_rate = learning_rate
+    c.train.weight_decay = weight_decay
+    c.train.baseline_epochs = 10
+    c.prune.p_max = 0.3
+    c.prune.recovery_epochs = 2
+    c.prune.finetune_epochs = 2
+    return c
+
+
 def lenet5_config(dataset: str):
     """LeNet-5 (Caffe form) on an MNIST-family dataset, tolerance 1 point: CPU-sized."""
     c = base_config()

@@ -251,16 +251,7 @@ def _plot(out: dict, path: Path) -> None:
             markersize=12,
             label="unpruned",
         )
-    ax.set_xscale("log")
-    ax.set_xlabel("MACs (log scale), mean ± sd over seeds")
-    ax.set_ylabel("test accuracy (%), mean ± sd")
-    ax.set_title(f"{out['config']}: test accuracy vs MACs")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
-    fig.tight_layout()
-    with io_utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    compare.save_macs_plot(fig, ax, out["config"], path, spread=", mean ± sd over seeds")
 
 
 def _numbers(text: str, kind, flag: str) -> list:

@@ -14,24 +14,7 @@ from afp_tf import config_lib
 
 
 def get_config(arg=None):
-    c = config_lib.base_config()
-    c.name = "resnet56_fashion_mnist"
-    c.model.name = "resnet56"
-    c.data.name = "fashion_mnist"
-    c.data.image_size = 32
-    c.data.augment = False
-    c.data.accept_fraction = 0.1
-    c.data.train_subset = 8000
-    c.data.val_subset = 3000
-    c.data.test_subset = 5000
-    c.data.batch_size = 64
-    c.train.optimizer = "sgd"
-    c.train.learning_rate = 0.05
-    c.train.weight_decay = 1e-4
-    c.train.baseline_epochs = 10
+    c = config_lib.fashion_mnist32_config("resnet56", learning_rate=0.05, weight_decay=1e-4)
     c.prune.tolerance = 0.01
-    c.prune.p_max = 0.3
     c.prune.max_rounds = 4
-    c.prune.recovery_epochs = 2
-    c.prune.finetune_epochs = 2
     return config_lib.with_arg(c, arg)

@@ -18,25 +18,8 @@ from afp_tf import config_lib
 
 
 def get_config(arg=None):
-    c = config_lib.base_config()
-    c.name = "vgg16_fashion_mnist"
-    c.model.name = "vgg16"
+    c = config_lib.fashion_mnist32_config("vgg16", learning_rate=0.02, weight_decay=5e-4)
     c.model.width = 0.25
-    c.data.name = "fashion_mnist"
-    c.data.image_size = 32
-    c.data.augment = False
-    c.data.accept_fraction = 0.1
-    c.data.train_subset = 8000
-    c.data.val_subset = 3000
-    c.data.test_subset = 5000
-    c.data.batch_size = 64
-    c.train.optimizer = "sgd"
-    c.train.learning_rate = 0.02
-    c.train.weight_decay = 5e-4
-    c.train.baseline_epochs = 10
     c.prune.tolerance = 0.02
-    c.prune.p_max = 0.3
     c.prune.max_rounds = 3
-    c.prune.recovery_epochs = 2
-    c.prune.finetune_epochs = 2
     return config_lib.with_arg(c, arg)
