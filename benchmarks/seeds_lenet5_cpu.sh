@@ -16,6 +16,9 @@ for s in 0 1 2; do
     --tolerances 0.01,0.005,0.02 --ablation-tolerances 0.01 "${COMMON[@]}" \
     > "$WORKDIR.seed$s.log" 2>&1 &
 done
+# The other-tolerance processes share the seeds' baselines: start them once those are trained.
+until [ -f "$WORKDIR/seed0/baseline/report.json" ] && [ -f "$WORKDIR/seed1/baseline/report.json" ] \
+    && [ -f "$WORKDIR/seed2/baseline/report.json" ]; do sleep 30; done
 for e in 0.005 0.02; do
   nohup nice -n 5 .venv/bin/python benchmarks/seeds.py lenet5_fashion_mnist --seeds 0,1,2 \
     --tolerances $e --methods afp_tf "${COMMON[@]}" > "$WORKDIR.eps$e.log" 2>&1 &
