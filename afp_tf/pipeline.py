@@ -252,8 +252,7 @@ class Run:
                 representative=rep_x,
                 val_x=val_x,
                 val_y=val_y,
-                task=cfg.task,
-                anchors=getattr(self.data.task.loss, "anchors", None),
+                tolerances=export.parse_tolerances(cfg.export.tolerances),
             )
         self.state["export"] = {
             "reports": results,
