@@ -64,7 +64,7 @@ __all__ = [
 
 OUTPUT_NAME = "logits"
 MIN_SAMPLES = 256
-NO_CALIBRATION = "skipped: no calibration data (pass real training inputs to calibrate int8)"
+NO_CALIBRATION = "skipped: no calibration data (give real inputs, e.g. --data, to calibrate int8)"
 
 # ``(format, artifact path) -> report entry`` (see ``export_checks.checked``).
 Verify = Callable[[Format, Path], dict]

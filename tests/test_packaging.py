@@ -58,6 +58,32 @@ def test_require_missing_module_names_its_extra(monkeypatch):
         extras.require("afp_tf_no_such_module", "ONNX export")
 
 
+_BLOCK_EXTRAS = (
+    "import sys\n"
+    "for m in ('keras_cv', 'pycocotools', 'tf2onnx', 'onnx', 'onnxruntime', 'ai_edge_litert',"
+    " 'keras_hub'):\n"
+    "    sys.modules[m] = None  # as if not installed\n"
+)
+
+
+def test_core_install_without_extras_imports_the_main_job_and_names_missing_extras():
+    script = _BLOCK_EXTRAS + (
+        "import afp_tf.main, afp_tf.pipeline, afp_tf.export, afp_tf.export_cli\n"
+        "from afp_tf import extras\n"
+        "for module, purpose in (('tf2onnx', 'ONNX export'), ('keras_cv', 'detection')):\n"
+        "    try:\n"
+        "        extras.require(module, purpose)\n"
+        "    except extras.MissingExtraError as e:\n"
+        "        print(e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pip install 'afp_tf[onnx]'" in proc.stdout
+    assert "pip install 'afp_tf[detection]'" in proc.stdout
+
+
 def test_resources_source_checkout_finds_configs_and_runners():
     assert resources.config_dir() == ROOT / "configs"
     assert (resources.deploy_dir() / "run_tflite.py").is_file()
