@@ -101,8 +101,8 @@ def _quiet(record: logging.LogRecord) -> bool:
 class _ScreenFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            message = f"{record.levelname}: {message}"
+        if record.levelno >= logging.WARNING:  # "warning: ...", "error: ..." like the usage errors
+            message = f"{'error' if record.levelno >= logging.ERROR else 'warning'}: {message}"
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
         return message

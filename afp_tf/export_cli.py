@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         log = console.setup(args.out, args.verbosity)
     except OSError as e:
-        print(f"error: cannot write to --out {args.out}: {e}", file=sys.stderr)
+        print(f"error: Cannot write to --out {args.out}: {e.strerror}.", file=sys.stderr)
         return 1
     return _export(args, formats, tolerances, log)
 

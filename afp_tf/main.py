@@ -64,7 +64,11 @@ def _main(argv: list[str]) -> int:
     try:
         log = console.setup(workdir, flags.FLAGS.verbosity)
     except OSError as e:
-        print(f"error: cannot write the log in --workdir {workdir}: {e}", file=sys.stderr)
+        print(
+            f"error: Cannot write to workdir {os.path.abspath(workdir)}: {e.strerror}. Choose "
+            "another --workdir or fix its permissions.",
+            file=sys.stderr,
+        )
         return 1
     # TensorFlow is imported from here on, after the console is set up.
     from afp_tf import pipeline, report  # noqa: PLC0415

@@ -245,7 +245,7 @@ class Run:
         results = {}
         for name in ("baseline", "pruned"):
             model = keras.saving.load_model(self.workdir / f"{name}.keras", compile=False)
-            results[name] = export.export_model(
+            results[name] = self.data.task.exporter(
                 model,
                 self.workdir / "export" / name,
                 formats=export.parse_formats(cfg.export.formats),
