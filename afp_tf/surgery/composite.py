@@ -13,19 +13,42 @@ import keras
 from afp_tf.surgery.keras_internals import Functional, sublayers
 from afp_tf.surgery.rules import Boundary
 
+_BUILT_IN = "keras.src.layers."  # Keras's own layers are primitives, never looked inside
 
-def is_composite(op) -> bool:
-    """Whether ``op`` is a layer without a rule that holds other layers (a tracing candidate)."""
-    return isinstance(op, keras.layers.Layer) and bool(sublayers(op))
+
+def own_weights(op: keras.layers.Layer) -> list:
+    """The variables ``op`` holds itself, not through one of its sub-layers."""
+    inner = {id(v) for layer in sublayers(op) for v in layer.weights}
+    return [v for v in op.weights if id(v) not in inner]
+
+
+def check_traceable(op) -> None:
+    """Raises Boundary unless ``op`` is a layer whose variables all belong to sub-layers.
+
+    A layer using variables of its own in ``call`` (a per-channel scale, say) would carry
+    them into the traced graph as constants: surgery could neither slice nor save them.
+    """
+    if not isinstance(op, keras.layers.Layer) or type(op).__module__.startswith(_BUILT_IN):
+        raise Boundary(
+            "no surgery rule is registered for its class (see afp_tf.surgery.register_rule)"
+        )
+    mine = own_weights(op)
+    if mine:
+        names = ", ".join(v.path for v in mine[:3])
+        raise Boundary(
+            f"no surgery rule is registered for its class and it holds weights of its own "
+            f"({names}), so it is not looked inside (see afp_tf.surgery.register_rule)"
+        )
 
 
 def trace(op: keras.layers.Layer, node) -> Functional:
     """The functional graph of one call of composite layer ``op`` (node: that call).
 
     Raises:
-        Boundary: when ``op.call`` cannot be traced on symbolic tensors, or gives a graph
-            that is not a function of its tensor inputs alone.
+        Boundary: when ``op`` holds weights of its own, when ``op.call`` cannot be traced on
+            symbolic tensors, or when it gives other outputs than the layer.
     """
+    check_traceable(op)
     inputs = [
         keras.Input(batch_shape=x.shape, dtype=x.dtype, name=f"{op.name}_input_{i}")
         for i, x in enumerate(node.input_tensors)

@@ -10,13 +10,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
+from keras.src.activations import activations as activation_ops
 from keras.src.models.functional import Functional
+from keras.src.ops import core as core_ops
 from keras.src.ops import nn as nn_ops
 from keras.src.ops import numpy as np_ops
 from keras.src.saving.serialization_lib import SafeModeScope
 
 __all__ = [
     "Functional",
+    "activation_ops",
+    "core_ops",
     "SafeModeScope",
     "check",
     "inputs_struct",
@@ -88,9 +92,15 @@ def _probe() -> Iterator[str]:
         yield "Sequential._functional"
     if not hasattr(keras.layers.Layer, "_flatten_layers"):
         yield "Layer._flatten_layers"
-    for name in ("Relu", "Sigmoid", "HardSilu"):
-        if not hasattr(nn_ops, name):
-            yield f"keras.src.ops.nn.{name}"
+    for module, names in (
+        (nn_ops, ("Relu", "Sigmoid", "HardSilu", "Softsign")),
+        (np_ops, ("Split", "Concatenate", "Mean", "Max", "Sum", "Add", "Multiply")),
+        (activation_ops, ("ReLU", "Mish")),
+        (core_ops, ("Cast",)),
+    ):
+        for name in names:
+            if not hasattr(module, name):
+                yield f"{module.__name__}.{name}"
     with SafeModeScope(False):
         pass
 

@@ -12,7 +12,7 @@ from afp_tf.surgery.errors import SurgeryError
 from afp_tf.surgery.graph import as_functional, is_submodel, nodes_in_order
 from afp_tf.surgery.groups import checked
 from afp_tf.surgery.keras_internals import SafeModeScope, inputs_struct, outputs_struct, producer
-from afp_tf.surgery.rules import Keep, rule_for
+from afp_tf.surgery.rules import Keep, Rule, rule_for
 
 
 def remove_filters(
@@ -156,12 +156,27 @@ class _Rebuild:
         )
         changed = any(k is not None for k in keep.inputs + keep.outputs)
         if not isinstance(op, keras.layers.Layer):  # a keras.ops.* operation called on symbols
-            return (rule_for(op).rebuild_op(op, keep) if changed else op), None
-        config = op.get_config()
+            shapes = [x.shape for x in node.input_tensors]
+            return (rule_for(op).rebuild_op(op, keep, shapes) if changed else op), None
+        rule = rule_for(op)
+        try:
+            config = op.get_config()
+        except NotImplementedError:  # built with arguments its class cannot serialize
+            if op.weights or type(rule).rebuild is not Rule.rebuild:
+                raise
+            return op, None  # stateless and channel-agnostic: the new model may share it
         weights = op.get_weights()
         if changed:
-            config, weights = rule_for(op).rebuild(op, config, weights, keep)
+            config, weights = rule.rebuild(op, config, weights, keep)
         # The config comes from a live layer of this process, not from a file: a Lambda's
         # Python function is safe to rebuild.
         with SafeModeScope(False):
-            return type(op).from_config(config), weights
+            try:
+                return type(op).from_config(config), weights
+            except (TypeError, ValueError):
+                # e.g. a layer object as activation whose class cannot be rebuilt from its
+                # config: use the live objects themselves.
+                live = {k: getattr(op, k) for k, v in config.items() if isinstance(v, dict)}
+                if not live or any(v is None for v in live.values()):
+                    raise
+                return type(op).from_config({**config, **live}), weights

@@ -11,10 +11,7 @@ too (see :mod:`afp_tf.surgery.composite`).
 import keras
 import numpy as np
 
-from afp_tf.surgery import (
-    builtin,  # noqa: F401 - registers the built-in rules
-    composite,
-)
+from afp_tf.surgery import composite, ops_rules  # noqa: F401 - ops_rules registers the rules
 from afp_tf.surgery.graph import as_functional, is_submodel, join, nodes_in_order
 from afp_tf.surgery.keras_internals import producer
 from afp_tf.surgery.rules import Boundary, Labels, rule_for
@@ -153,7 +150,7 @@ class Walk:
         """The graph inside a nested model or a traceable composite layer, else None."""
         if is_submodel(op):
             return as_functional(op)
-        if rule is not None or not composite.is_composite(op) or id(op) in self.untraceable:
+        if rule is not None or id(op) in self.untraceable:
             return None
         if id(op) not in self.traces:
             try:
