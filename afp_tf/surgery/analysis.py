@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from afp_tf.surgery import hub
 from afp_tf.surgery.errors import SurgeryError
 from afp_tf.surgery.graph import as_functional
 from afp_tf.surgery.rules import Labels, rule_for
@@ -170,6 +171,7 @@ def analyze(model: keras.Model) -> ModelAnalysis:
             group = dataclasses.replace(group, blocks=divisions[key])
         groups.append(group)
         orders[group.name] = order
+    groups = hub.limit_head(model, groups)
     return ModelAnalysis(
         model, groups, walk.labels, roots, orders, walk.traces, walk.layers, walk.consumed
     )

@@ -10,7 +10,7 @@ name (loadable without the composite's class). A ``call`` that cannot run on sym
 
 import keras
 
-from afp_tf.surgery.keras_internals import Functional, sublayers
+from afp_tf.surgery.keras_internals import Functional, inbound_nodes, sublayers
 from afp_tf.surgery.rules import Boundary
 
 _BUILT_IN = "keras.src.layers."  # Keras's own layers are primitives, never looked inside
@@ -41,6 +41,21 @@ def check_traceable(op) -> None:
         )
 
 
+def _common_shapes(op, node) -> list[tuple]:
+    """The input shapes of ``node``, with None where another call of ``op`` differs (a head
+    shared by the levels of a feature pyramid sees several spatial sizes)."""
+    shapes = [tuple(x.shape) for x in node.input_tensors]
+    for other in inbound_nodes(op):
+        others = [tuple(x.shape) for x in other.input_tensors]
+        if [len(a) for a in others] != [len(b) for b in shapes]:
+            continue
+        shapes = [
+            tuple(d if d == e else None for d, e in zip(a, b, strict=True))
+            for a, b in zip(shapes, others, strict=True)
+        ]
+    return shapes
+
+
 def trace(op: keras.layers.Layer, node) -> Functional:
     """The functional graph of one call of composite layer ``op`` (node: that call).
 
@@ -49,9 +64,10 @@ def trace(op: keras.layers.Layer, node) -> Functional:
             symbolic tensors, or when it gives other outputs than the layer.
     """
     check_traceable(op)
+    shapes = _common_shapes(op, node)
     inputs = [
-        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=f"{op.name}_input_{i}")
-        for i, x in enumerate(node.input_tensors)
+        keras.Input(batch_shape=shape, dtype=x.dtype, name=f"{op.name}_input_{i}")
+        for i, (x, shape) in enumerate(zip(node.input_tensors, shapes, strict=True))
     ]
     symbols = {id(x): y for x, y in zip(node.input_tensors, inputs, strict=True)}
     args, kwargs = node.arguments.fill_in(symbols)

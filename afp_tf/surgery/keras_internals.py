@@ -23,6 +23,7 @@ __all__ = [
     "core_ops",
     "SafeModeScope",
     "check",
+    "inbound_nodes",
     "inputs_struct",
     "nn_ops",
     "nodes_by_depth",
@@ -59,6 +60,11 @@ def producer(tensor: keras.KerasTensor) -> Any:
     return tensor._keras_history.operation
 
 
+def inbound_nodes(layer: Any) -> list:
+    """Every call of ``layer`` on symbolic tensors (in any model), as graph nodes."""
+    return list(layer._inbound_nodes)
+
+
 def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """The layers tracked directly by ``layer`` (its attributes), not recursively."""
     return list(layer._flatten_layers(include_self=False, recursive=False))
@@ -90,6 +96,9 @@ def _probe() -> Iterator[str]:
     seq = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     if not isinstance(getattr(seq, "_functional", None), Functional):
         yield "Sequential._functional"
+    conv = graph.get_layer("probe_conv")
+    if len(getattr(conv, "_inbound_nodes", ())) != 1:
+        yield "Layer._inbound_nodes"
     if not hasattr(keras.layers.Layer, "_flatten_layers"):
         yield "Layer._flatten_layers"
     for module, names in (

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import tree
 
+from afp_tf.surgery import hub
 from afp_tf.surgery.analysis import ChannelGroup, ModelAnalysis
 from afp_tf.surgery.errors import SurgeryError
 from afp_tf.surgery.graph import as_functional, is_submodel, nodes_in_order
@@ -25,7 +26,9 @@ def remove_filters(
 
     The input model is not modified. The result is a plain (uncompiled) ``keras.Model`` with
     the same layer names, configs (trainability, dtype policy, regularizers, constraints) and
-    the original weights sliced to the kept channels. An empty ``removal`` gives a copy.
+    the original weights sliced to the kept channels. An empty ``removal`` gives a copy. A
+    keras-hub ImageClassifier comes back as its own class with its preprocessor
+    (:mod:`afp_tf.surgery.hub`).
     Composite layers that surgery looked inside become nested functional models of the same
     name, so the result loads without their classes.
 
@@ -42,7 +45,7 @@ def remove_filters(
     graph = as_functional(model)
     analysis = checked(model, analysis)
     removed = _removed_ids(analysis, removal)
-    return _Rebuild(analysis, removed).model(graph, model.name)
+    return hub.as_task(model, _Rebuild(analysis, removed).model(graph, model.name))
 
 
 def _removed_ids(analysis: ModelAnalysis, removal: Mapping[str, Sequence[int]]) -> np.ndarray:
@@ -108,6 +111,13 @@ class _Rebuild:
         return np.flatnonzero(~gone) if gone.any() else None
 
     def model(self, graph, name: str) -> keras.Model:
+        outer, self.tensors = self.tensors, {}  # a nested model may share its input tensors
+        try:
+            return self._model(graph, name)
+        finally:
+            self.tensors = outer
+
+    def _model(self, graph, name: str) -> keras.Model:
         inputs = []
         for tensor in graph.inputs:
             kept = self.keep(tensor)
