@@ -10,10 +10,13 @@ name (loadable without the composite's class). A ``call`` that cannot run on sym
 
 import keras
 
-from afp_tf.surgery.keras_internals import Functional, inbound_nodes, sublayers
+from afp_tf.surgery.keras_internals import (
+    Functional,
+    inbound_nodes,
+    is_builtin_layer,
+    sublayers,
+)
 from afp_tf.surgery.rules import Boundary
-
-_BUILT_IN = "keras.src.layers."  # Keras's own layers are primitives, never looked inside
 
 
 def own_weights(op: keras.layers.Layer) -> list:
@@ -28,7 +31,7 @@ def check_traceable(op) -> None:
     A layer using variables of its own in ``call`` (a per-channel scale, say) would carry
     them into the traced graph as constants: surgery could neither slice nor save them.
     """
-    if not isinstance(op, keras.layers.Layer) or type(op).__module__.startswith(_BUILT_IN):
+    if not isinstance(op, keras.layers.Layer) or is_builtin_layer(op):  # primitives
         raise Boundary(
             "no surgery rule is registered for its class (see afp_tf.surgery.register_rule)"
         )

@@ -25,6 +25,7 @@ __all__ = [
     "check",
     "inbound_nodes",
     "inputs_struct",
+    "is_builtin_layer",
     "nn_ops",
     "nodes_by_depth",
     "np_ops",
@@ -65,6 +66,14 @@ def inbound_nodes(layer: Any) -> list:
     return list(layer._inbound_nodes)
 
 
+def is_builtin_layer(layer: Any) -> bool:
+    """Whether ``layer``'s class is one of Keras's own layers (defined in its layers package)."""
+    return type(layer).__module__.startswith(_LAYERS_PACKAGE)
+
+
+_LAYERS_PACKAGE = keras.layers.Conv2D.__module__.split(".convolutional")[0] + "."
+
+
 def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """The layers tracked directly by ``layer`` (its attributes), not recursively."""
     return list(layer._flatten_layers(include_self=False, recursive=False))
@@ -99,6 +108,8 @@ def _probe() -> Iterator[str]:
     conv = graph.get_layer("probe_conv")
     if len(getattr(conv, "_inbound_nodes", ())) != 1:
         yield "Layer._inbound_nodes"
+    if not is_builtin_layer(conv) or is_builtin_layer(graph):
+        yield "keras.src.layers module layout"
     if not hasattr(keras.layers.Layer, "_flatten_layers"):
         yield "Layer._flatten_layers"
     for module, names in (
