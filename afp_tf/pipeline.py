@@ -238,10 +238,14 @@ class Run:
                 logging.info("Fine-tuning did not improve %.4f; kept the model before it.", before)
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "pruned.keras")
+        decision = metrics.get("accept", metrics["val"])
+        split = "acceptance (held out of all training and early stopping)"
         state["pruned"] = {
             **_describe(model, metrics),
             "floor": controller.floor,
-            "meets_floor": bool(controller.meets_floor(metrics.get("accept", metrics["val"]))),
+            "accept_floor": controller.accept_floor,
+            "meets_floor": bool(controller.meets_floor(decision)),
+            "guarantee": controller.guarantee(decision, split if "accept" in metrics else "val"),
         }
         self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
 
