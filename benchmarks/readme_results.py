@@ -148,6 +148,7 @@ def _seeds(d: dict) -> str:
     ]
     if cfg["model"]["width"] != 1.0:
         reduced.insert(0, f"width ×{cfg['model']['width']}")
+    reduced.append(f"{cfg['train']['baseline_epochs']} baseline epochs")
     out = [
         f"{cfg['model']['name']} on {cfg['data']['name']}"
         + (f" (reduced for CPU time: {', '.join(reduced)})" if reduced else "")

@@ -101,6 +101,7 @@ def test_readme_renders_mean_sd_and_honesty(tmp_path):
             "model": {"name": "lenet5", "width": 1.0},
             "data": {"name": "fashion_mnist", "train_subset": 5000, "accept_fraction": 0.2},
             "prune": {"margin_z": 1.0},
+            "train": {"baseline_epochs": 15},
         },
         "runs": runs,
         "summary": seeds.summarize(runs),
@@ -108,4 +109,4 @@ def test_readme_renders_mean_sd_and_honesty(tmp_path):
     text = readme._seeds(d)
     assert "| 0.01 | afp_tf | 2 | 88.00 ± 0.71 | 1.00 ± 0.71 | 15.00 ± 7.07× |" in text
     assert "Honesty: 1 of 2 afp_tf runs" in text
-    assert "train subset 5000" in text
+    assert "train subset 5000, 15 baseline epochs" in text
