@@ -15,9 +15,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import checkpoint, io_utils, prc, report, stats, tracking, training
+from afp_tf import checkpoint, export, io_utils, latency, prc, report, stats, tracking, training
+from afp_tf.epochs import run_epochs
 from afp_tf.pruner import Pruner, PruneState, filters_per_group, make_controller
-from afp_tf.tasks import TaskData, load_task
+from afp_tf.task import TaskData
+from afp_tf.tasks import load_task
 
 PHASES = ("baseline", "pruning", "finetune", "export", "done")
 
@@ -70,7 +72,7 @@ class Run:
         self.state = self.store.load() or {"phase": "baseline", "epoch": 0}
         self._check_same_config()
         logging.info("Run %s in %s, phase %s.", self.cfg.name, self.workdir, self.state["phase"])
-        self.data = load_task(self.cfg, self.strategy)
+        self.data = load_task(self.cfg)
         self.pruner = self._make_pruner()
         phases = {
             "baseline": self._baseline,
@@ -114,11 +116,11 @@ class Run:
     def _evaluate(self, model: keras.Model) -> dict[str, float]:
         """Validation and test metric of ``model`` (test is reported, never used to decide)."""
         trainer = self.pruner.make_trainer(model)
-        name = self.data.task.metric_name
-        val = self.pruner.evaluate(trainer)[name]
-        test_eval = self.data.task.evaluate or (lambda tr, ds: tr.evaluate(ds))
-        test = test_eval(trainer, self.data.test)[name]
-        return {"val": float(val), "test": float(test)}
+        task = self.data.task
+        return {
+            "val": task.score(trainer, self.data.val),
+            "test": task.score(trainer, self.data.test),
+        }
 
     def _save(self, phase: str, model: keras.Model, optimizer=None, tag: str = "latest") -> None:
         self.state["phase"] = phase
@@ -143,25 +145,29 @@ class Run:
         if self.store.restore_optimizer(state, trainer.optimizer, model):
             logging.info("Resumed baseline training after epoch %d.", state["epoch"])
         epochs = 0 if cfg.train.baseline_model else cfg.train.baseline_epochs
-        for epoch in range(state["epoch"], epochs):
-            try:
-                logs = trainer.train_epoch(
-                    self.data.train,
-                    steps=cfg.train.steps_per_epoch or None,
-                    epoch=epoch,
-                    progress=cfg.train.progress,
-                )
-            except training.NonFiniteLossError as e:
-                raise RunError(
-                    f"Baseline training diverged ({e}); lower --config.train.learning_rate "
-                    f"(now {cfg.train.learning_rate}) and run the same command again."
-                ) from e
-            val = self.pruner.evaluate(trainer)
-            logs.update({f"val_{k}": v for k, v in val.items()})
-            self.log.record("baseline", epoch + 1, logs)
-            logging.info("baseline epoch %d/%d: %s", epoch + 1, epochs, _fmt_logs(logs))
-            state["epoch"] = epoch + 1
+
+        def end_of_epoch(epoch: int, logs: dict) -> None:
+            self.log.record("baseline", epoch, logs)
+            logging.info("baseline epoch %d/%d: %s", epoch, epochs, _fmt_logs(logs))
+            state["epoch"] = epoch
             self._save("baseline", model, trainer.optimizer, tag="baseline_training")
+
+        try:
+            run_epochs(
+                trainer,
+                self.data.train,
+                max(epochs - state["epoch"], 0),
+                steps=cfg.train.steps_per_epoch or None,
+                first_epoch=state["epoch"],
+                progress=cfg.train.progress,
+                evaluate=self.pruner.evaluate,
+                on_epoch_end=end_of_epoch,
+            )
+        except training.NonFiniteLossError as e:
+            raise RunError(
+                f"Baseline training diverged ({e}); lower --config.train.learning_rate "
+                f"(now {cfg.train.learning_rate}) and run the same command again."
+            ) from e
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "baseline.keras")
         state["baseline"] = _describe(model, metrics)
@@ -202,29 +208,20 @@ class Run:
         controller = prc.PruningRateController.from_dict(pstate.controller)
         before = pstate.metric
         if cfg.prune.finetune_epochs and pstate.round:
-            with self.strategy.scope():
-                tuned = keras.models.clone_model(model)
-                tuned.set_weights(model.get_weights())
-            best = {"metric": before, "weights": None}
-
-            def keep_best(metric: float) -> bool:
-                if metric > best["metric"]:
-                    best.update(metric=metric, weights=tuned.get_weights())
-                return False  # train every epoch
-
             trainer = self.pruner.make_trainer(
-                tuned, optimizer_factory=self._finetune_optimizer_factory()
+                model, optimizer_factory=self._finetune_optimizer_factory()
             )
-            try:
-                self.pruner.train_epochs(
-                    trainer, pstate, cfg.prune.finetune_epochs, "finetune", until=keep_best
-                )
-            except training.NonFiniteLossError as e:
-                logging.warning("Fine-tuning stopped: %s; keeping its best epoch so far.", e)
-            if best["weights"] is not None and controller.meets_floor(best["metric"]):
-                tuned.set_weights(best["weights"])
-                model = tuned
-                logging.info("Fine-tuning: validation %.4f -> %.4f.", before, best["metric"])
+            best = self.pruner.train_epochs(
+                trainer,
+                pstate,
+                cfg.prune.finetune_epochs,
+                "finetune",
+                keep_best=True,
+                start_metric=before,
+                stop_on_nonfinite=True,
+            )
+            if best > before:
+                logging.info("Fine-tuning: validation %.4f -> %.4f.", before, best)
             else:
                 logging.info("Fine-tuning did not improve %.4f; kept the model before it.", before)
         metrics = self._evaluate(model)
@@ -237,23 +234,19 @@ class Run:
         self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
 
     def _export(self) -> None:
-        from afp_tf import export, latency  # noqa: PLC0415 - heavy converters only when exporting
-
         cfg = self.cfg
         rep_x, _ = self.data.sample("train", cfg.export.samples)
         val_x, val_y = self.data.sample("val", cfg.export.samples)
         results = {}
         for name in ("baseline", "pruned"):
             model = keras.saving.load_model(self.workdir / f"{name}.keras", compile=False)
-            results[name] = export.export_model(
+            results[name] = self.data.task.export(
                 model,
                 self.workdir / "export" / name,
                 formats=export.parse_formats(cfg.export.formats),
                 representative=rep_x,
                 val_x=val_x,
                 val_y=val_y,
-                task=cfg.task,
-                anchors=getattr(self.data.task.loss, "anchors", None),
             )
         self.state["export"] = {
             "reports": results,

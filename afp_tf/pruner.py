@@ -7,6 +7,7 @@ it knows nothing of files except through the ``on_round_end`` hook the caller gi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -17,23 +18,8 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import afp, prc, regularizers, stats, surgery, training
-
-
-@dataclasses.dataclass
-class Task:
-    """How a model is trained and judged.
-
-    Attributes:
-      loss: a Keras loss computing per-example losses.
-      metrics: a zero-argument factory of fresh Keras metrics (a new set per trainer).
-      metric_name: the decision metric, a key of the evaluation dict; higher is better.
-      evaluate: optional ``(trainer, dataset) -> dict``; defaults to ``trainer.evaluate``.
-    """
-
-    loss: Any
-    metrics: Callable[[], list]
-    metric_name: str = "accuracy"
-    evaluate: Callable[[training.Trainer, tf.data.Dataset], dict] | None = None
+from afp_tf.epochs import run_epochs
+from afp_tf.task import Task
 
 
 @dataclasses.dataclass
@@ -114,8 +100,9 @@ class Pruner:
         """
         beta = self.orth_beta if orth_beta is None else orth_beta
         extra = [penalty] if penalty is not None else []
-        if beta > 0:
-            extra.append(orthogonality_loss(model, beta))
+        if beta > 0:  # built at the first training step: evaluate-only trainers never walk it
+            orth = functools.cache(lambda: orthogonality_loss(model, beta))
+            extra.append(lambda: orth()())
         return training.Trainer(
             model,
             loss=self.task.loss,
@@ -139,28 +126,34 @@ class Pruner:
         epochs: int,
         phase: str,
         until: Callable[[float], bool] | None = None,
+        **options: Any,
     ) -> float | None:
         """Trains up to ``epochs`` epochs; with ``until``, evaluates each epoch and stops early.
 
-        Returns the last validation metric when ``until`` was given, else None.
+        ``options`` go to :func:`afp_tf.epochs.run_epochs` (``keep_best``, ``start_metric``,
+        ``stop_on_nonfinite``). Returns the validation metric of the weights the model is left
+        with when it was evaluated (``until`` or ``keep_best``), else None.
         """
-        metric = None
-        for _ in range(epochs):
-            logs = trainer.train_epoch(
-                self.train_data,
-                steps=self.steps_per_epoch,
-                epoch=state.epoch,
-                progress=self.progress,
-            )
-            state.epoch += 1
-            if until is not None:
-                val = self.evaluate(trainer)
-                metric = float(val[self.task.metric_name])
-                logs = {**logs, **{f"val_{k}": v for k, v in val.items()}}
-            self._record(phase, state.epoch, {"round": state.round, **logs})
-            if until is not None and until(metric):
-                break
-        return metric
+
+        def record(epoch: int, logs: dict) -> None:
+            state.epoch = epoch
+            self._record(phase, epoch, {"round": state.round, **logs})
+
+        evaluated = until is not None or options.get("keep_best", False)
+        result = run_epochs(
+            trainer,
+            self.train_data,
+            epochs,
+            steps=self.steps_per_epoch,
+            first_epoch=state.epoch,
+            progress=self.progress,
+            evaluate=self.evaluate if evaluated else None,
+            metric_name=self.task.metric_name,
+            until=until,
+            on_epoch_end=record,
+            **options,
+        )
+        return result.best_metric if options.get("keep_best") else result.metric
 
     # ----------------------------------------------------------------- the rounds
     def run(

@@ -6,7 +6,8 @@
     trainer = Trainer(model, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], optimizer=lambda: make_optimizer("sgd", 0.01),
                       strategy=strategy, extra_losses=[penalty], global_batch_size=128)
-    history = trainer.fit(train_ds, epochs=3, val_ds=val_ds)
+    logs = trainer.train_epoch(train_ds)  # epochs: afp_tf.epochs.run_epochs
+    val = trainer.evaluate(val_ds)
 
 Datasets yield ``(x, y)`` or ``(x, y, sample_weight)`` batched with the GLOBAL batch size; the
 strategy splits every batch over its replicas (and workers).
@@ -229,46 +230,6 @@ class Trainer:
         if not done:
             raise ValueError("The evaluation dataset yielded no batches.")
         return {"loss": float(self._eval_loss.result()), **_results(self.metrics)}
-
-    def fit(
-        self,
-        train_ds: tf.data.Dataset,
-        *,
-        epochs: int,
-        val_ds: tf.data.Dataset | None = None,
-        steps_per_epoch: int | None = None,
-        until: Callable[[dict[str, float]], bool] | None = None,
-        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-        progress: bool = True,
-    ) -> list[dict[str, Any]]:
-        """Trains up to ``epochs`` epochs, evaluating on ``val_ds`` after each.
-
-        Args:
-          until: called with the validation metrics after each epoch; training stops as soon as
-            it returns True (needs ``val_ds``).
-          on_epoch_end: called with ``(epoch_index, logs)`` after each epoch.
-
-        Returns:
-          One dict per epoch: ``epoch`` (1-based), the train logs and ``val_``-prefixed metrics.
-        """
-        if until is not None and val_ds is None:
-            raise ValueError("fit(until=...) needs val_ds: it is called with validation metrics.")
-        history = []
-        for epoch in range(epochs):
-            logs: dict[str, Any] = {"epoch": epoch + 1}
-            logs.update(
-                self.train_epoch(
-                    train_ds, steps=steps_per_epoch, epoch=epoch + 1, progress=progress
-                )
-            )
-            val = self.evaluate(val_ds) if val_ds is not None else {}
-            logs.update({f"val_{k}": v for k, v in val.items()})
-            history.append(logs)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, logs)
-            if until is not None and until(val):
-                break
-        return history
 
     def tracing_counts(self) -> dict[str, int]:
         """How often the train and eval steps were traced (once per dataset element spec)."""

@@ -135,27 +135,6 @@ def test_train_epoch_absurd_learning_rate_raises_nonfinite():
     assert time.monotonic() - start < 20
 
 
-def test_fit_until_true_stops_after_first_epoch():
-    seen = []
-    history = _trainer(_model()).fit(
-        _dataset(),
-        epochs=5,
-        val_ds=_dataset(),
-        until=lambda val: "accuracy" in val,
-        on_epoch_end=lambda epoch, logs: seen.append(epoch),
-        progress=False,
-    )
-    assert [h["epoch"] for h in history] == [1] and seen == [0]
-    assert {"loss", "task_loss", "penalty", "accuracy", "val_loss", "val_accuracy"} <= set(
-        history[0]
-    )
-
-
-def test_fit_until_without_val_ds_raises():
-    with pytest.raises(ValueError, match="needs val_ds"):
-        _trainer(_model()).fit(_dataset(), epochs=1, until=lambda val: True)
-
-
 def test_trainer_model_outside_mirrored_scope_raises():
     model = _model()
     with pytest.raises(ValueError, match=r"strategy.scope\(\)"):

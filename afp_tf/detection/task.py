@@ -8,13 +8,15 @@ metric is ``map50`` (mAP@0.5 on the validation split); ``map`` is COCO mAP@[.5:.
 
 from __future__ import annotations
 
-from afp_tf import tasks
+import functools
+
 from afp_tf.data.gtsdb import load_gtsdb
 from afp_tf.detection.anchors import default_boxes
+from afp_tf.detection.export import export_detector
 from afp_tf.detection.loss import SSDLoss
 from afp_tf.detection.metrics import evaluate_detector
 from afp_tf.models.ssd import build_ssd, feature_sizes
-from afp_tf.pruner import Task
+from afp_tf.task import Task, TaskData
 
 
 def _get(section, key, default):
@@ -22,8 +24,8 @@ def _get(section, key, default):
     return default if value is None else value
 
 
-def load(cfg) -> tasks.TaskData:
-    """Returns the datasets, SSD builder and task (loss, ``map50`` evaluation) of ``cfg``."""
+def load(cfg) -> TaskData:
+    """The datasets, SSD builder and task (loss, ``map50`` evaluation, export) of ``cfg``."""
     if cfg.model.name != "ssd":
         raise ValueError(f"task=detection needs model.name='ssd', got {cfg.model.name!r}.")
     data = load_gtsdb(cfg)
@@ -43,12 +45,13 @@ def load(cfg) -> tasks.TaskData:
             head_depth=int(_get(cfg.model, "head_depth", 1)),
         )
 
-    return tasks.TaskData(
+    return TaskData(
         task=Task(
             loss=SSDLoss(anchors, data.num_classes),
             metrics=list,
             metric_name="map50",
-            evaluate=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
+            evaluator=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
+            exporter=functools.partial(export_detector, anchors=anchors),
         ),
         train=data.train,
         val=data.val,
