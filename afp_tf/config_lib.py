@@ -13,10 +13,12 @@ from pathlib import Path
 
 import ml_collections
 
+from afp_tf.distribute import STRATEGY_KINDS
+from afp_tf.training import OPTIMIZERS, PRECISIONS
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "lenet5_fashion_mnist"
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
 RULES = ("scale_free", "linear", "fixed")
 REMOVAL_MODES = ("all", "decayed")
 IMPORTANCE_MODES = ("layer_mean", "fan_in", "none")
@@ -65,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.baseline_model = ""  # a trained .keras model to start from instead of training one
     c.train.steps_per_epoch = 0  # 0 = a full pass over the training split
     c.train.progress = True
+    c.train.mixed_precision = ""  # "" (float32) | mixed_float16 (loss scaled) | mixed_bfloat16
+    c.train.jit_compile = False  # compile each training/evaluation step with XLA
+    c.train.steps_per_execution = 1  # batches per compiled call (one host sync per call)
 
     c.orth = ml_collections.ConfigDict()
     c.orth.beta = 1e-3  # strength of the orthogonality regulariser; 0 turns it off
@@ -209,7 +214,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     missing = [k for k in base_config().keys() if k not in cfg]  # noqa: SIM118
     _check(not missing, f"Config is missing sections {missing}; start it from base_config().")
     p = cfg.prune
-    _check_choice("train.strategy", cfg.train.strategy, STRATEGIES)
+    _check_choice("train.strategy", cfg.train.strategy, STRATEGY_KINDS)
     _check_choice("prune.rule", p.rule, RULES)
     _check_choice("prune.removal", p.removal, REMOVAL_MODES)
     _check_choice("prune.importance", p.importance, IMPORTANCE_MODES)
@@ -238,11 +243,22 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     for key in ("penalty_epochs", "recovery_epochs", "finetune_epochs"):
         _check(p[key] >= 0, f"prune.{key}={p[key]} must be >= 0.")
     _check(cfg.model.width > 0, f"model.width={cfg.model.width} must be > 0.")
-    _check(cfg.train.learning_rate > 0, "train.learning_rate must be > 0.")
-    _check(cfg.train.baseline_epochs >= 0, "train.baseline_epochs must be >= 0.")
+    _validate_train(cfg.train)
     _check(cfg.orth.beta >= 0, "orth.beta must be >= 0.")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction must be in (0, 1).")
     _check(cfg.data.batch_size > 0, "data.batch_size must be > 0.")
+
+
+def _validate_train(t: ml_collections.ConfigDict) -> None:
+    _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    _check_choice("train.mixed_precision", t.mixed_precision, PRECISIONS)
+    _check(t.learning_rate > 0, "train.learning_rate must be > 0.")
+    _check(t.baseline_epochs >= 0, "train.baseline_epochs must be >= 0.")
+    _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0.")
+    _check(
+        t.steps_per_execution >= 1,
+        f"train.steps_per_execution={t.steps_per_execution} must be >= 1.",
+    )
 
 
 def quick(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -68,6 +68,11 @@ class Run:
 
     # ------------------------------------------------------------------ driver
     def execute(self) -> dict[str, Any]:
+        """Runs the phases left, building models under ``train.mixed_precision``."""
+        with training.precision_policy(self.cfg.train.mixed_precision):
+            return self._execute()
+
+    def _execute(self) -> dict[str, Any]:
         keras.utils.set_random_seed(self.cfg.seed)
         self.state = self.store.load() or {"phase": "baseline", "epoch": 0}
         self._check_same_config()
@@ -103,6 +108,10 @@ class Run:
             steps_per_epoch=cfg.train.steps_per_epoch or None,
             record=self.log.record,
             progress=cfg.train.progress,
+            step_options=training.StepOptions(
+                jit_compile=cfg.train.jit_compile,
+                steps_per_execution=cfg.train.steps_per_execution,
+            ),
         )
 
     def _finetune_optimizer_factory(self):

@@ -57,6 +57,7 @@ class Pruner:
       steps_per_epoch: None for a full pass over ``train_data``.
       record: ``(phase, step, values)`` sink for metrics (e.g. ``RunLog.record``).
       progress: show per-epoch progress bars.
+      step_options: XLA and steps per compiled call of every trainer.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class Pruner:
         steps_per_epoch: int | None = None,
         record: Callable[[str, int, dict], None] | None = None,
         progress: bool = True,
+        step_options: training.StepOptions | None = None,
     ):
         self.cfg = prune_cfg
         self.task = task
@@ -85,6 +87,7 @@ class Pruner:
         self.steps_per_epoch = steps_per_epoch
         self._record = record or (lambda phase, step, values: None)
         self.progress = progress
+        self.step_options = step_options or training.StepOptions()
 
     # ----------------------------------------------------------------- building blocks
     def make_trainer(
@@ -111,6 +114,7 @@ class Pruner:
             strategy=self.strategy,
             extra_losses=extra,
             global_batch_size=self.global_batch_size,
+            options=self.step_options,
         )
 
     def evaluate(self, trainer: training.Trainer) -> dict:

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import classifier_trainer
 
 from afp_tf import training
 from afp_tf.epochs import run_epochs
@@ -20,14 +21,7 @@ def _trainer(learning_rate=0.1):
     model = keras.Sequential(
         [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)]
     )
-    return training.Trainer(
-        model,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        optimizer=lambda: keras.optimizers.SGD(learning_rate),
-        strategy=tf.distribute.get_strategy(),
-        global_batch_size=8,
-    )
+    return classifier_trainer(model, global_batch_size=8, learning_rate=learning_rate)
 
 
 def _scripted(values):
@@ -127,3 +121,34 @@ def test_run_epochs_nonfinite_without_stop_raises_with_global_epoch():
 def test_run_epochs_inconsistent_options_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         run_epochs(_trainer(), _dataset(), 1, progress=False, **kwargs)
+
+
+def test_pruner_make_trainer_walks_graph_for_orthogonality_only_when_training(monkeypatch):
+    from afp_tf import pruner as pruner_lib
+    from afp_tf.task import Task
+
+    built = []
+    real = pruner_lib.orthogonality_loss
+    monkeypatch.setattr(
+        pruner_lib, "orthogonality_loss", lambda m, b: built.append(b) or real(m, b)
+    )
+    task = Task(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    pruner = pruner_lib.Pruner(
+        prune_cfg=None,
+        task=task,
+        train_data=_dataset(),
+        val_data=_dataset(),
+        strategy=tf.distribute.get_strategy(),
+        optimizer_factory=lambda: keras.optimizers.SGD(0.1),
+        global_batch_size=8,
+        orth_beta=0.5,
+        progress=False,
+    )
+    model = _trainer().model
+    evaluated = pruner.evaluate(pruner.make_trainer(model))
+    assert built == [] and set(evaluated) == {"loss", "accuracy"}
+    logs = pruner.make_trainer(model).train_epoch(_dataset(), progress=False)
+    assert built == [0.5] and logs["penalty"] > 0

@@ -4,22 +4,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import classifier_trainer
 
-from afp_tf import config_lib, export, tasks, training
+from afp_tf import config_lib, export, tasks
 from afp_tf.task import Task
 
 
 def _trainer():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
     model.set_weights([np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], np.float32)])
-    return training.Trainer(
-        model,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        optimizer=lambda: keras.optimizers.SGD(0.1),
-        strategy=tf.distribute.get_strategy(),
-        global_batch_size=4,
-    )
+    return classifier_trainer(model, global_batch_size=4)
 
 
 def _dataset():

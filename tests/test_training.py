@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import classifier_trainer
 
 from afp_tf import training
 
@@ -36,13 +37,13 @@ def _model(kernel_regularizer=None):
 
 
 def _trainer(model, strategy=None, optimizer=None, metrics=("accuracy",), **kw):
-    return training.Trainer(
+    optimizer = optimizer or (lambda: training.make_optimizer("sgd", 0.1, momentum=0.9))
+    return classifier_trainer(
         model,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=metrics,
-        optimizer=optimizer or (lambda: training.make_optimizer("sgd", 0.1, momentum=0.9)),
-        strategy=strategy or tf.distribute.get_strategy(),
         global_batch_size=BATCH,
+        strategy=strategy,
+        metrics=metrics,
+        optimizer=optimizer,
         **kw,
     )
 
@@ -201,3 +202,104 @@ def test_make_optimizer_step_schedule_decays_learning_rate():
     assert float(optimizer.learning_rate) == pytest.approx(0.1)
     optimizer.iterations.assign(4)
     assert float(optimizer.learning_rate) == pytest.approx(0.025)
+
+
+def _train_twice(options, epochs=2, data=None):
+    """The same initial model trained ``epochs`` epochs with ``options``: weights, logs, trainer."""
+    keras.utils.set_random_seed(0)
+    model = _model()
+    trainer = _trainer(model, options=options)
+    logs = [trainer.train_epoch(data or _dataset(), progress=False) for _ in range(epochs)]
+    return model.get_weights(), logs, trainer
+
+
+@pytest.mark.parametrize(
+    "options",
+    [training.StepOptions(steps_per_execution=4), training.StepOptions(jit_compile=True)],
+    ids=["steps_per_execution_4", "jit_compile"],
+)
+def test_trainer_step_options_same_weights_and_logs_as_default(options):
+    weights, logs, _ = _train_twice(training.StepOptions())
+    got, got_logs, trainer = _train_twice(options)
+    for a, b in zip(got, weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [g["task_loss"] for g in got_logs] == pytest.approx([g["task_loss"] for g in logs])
+    assert int(trainer.optimizer.iterations) == 10  # 5 batches (4 full, 1 partial) x 2 epochs
+    assert trainer.tracing_counts() == {"train": 1, "eval": 0}
+
+
+def test_trainer_steps_per_execution_stops_at_steps():
+    trainer = _trainer(_model(), options=training.StepOptions(steps_per_execution=4))
+    trainer.train_epoch(_dataset().repeat(), steps=6, progress=False)
+    assert int(trainer.optimizer.iterations) == 6
+    logs = trainer.evaluate(_dataset())
+    loss, accuracy = _numpy_metrics(trainer.model)
+    assert logs["loss"] == pytest.approx(loss, rel=1e-6)
+    assert logs["accuracy"] == pytest.approx(accuracy, abs=1e-7)
+
+
+def test_trainer_steps_per_execution_nonfinite_names_same_step_as_one():
+    steps = []
+    for per_call in (1, 4):
+        keras.utils.set_random_seed(0)
+        trainer = _trainer(
+            _model(),
+            optimizer=lambda: training.make_optimizer("sgd", 1e12),
+            options=training.StepOptions(steps_per_execution=per_call),
+        )
+        with pytest.raises(training.NonFiniteLossError) as info:
+            trainer.train_epoch(_dataset().repeat(), steps=50, epoch=2, progress=False)
+        steps.append(info.value.step)
+    assert steps[0] == steps[1] <= 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_step_options_bad_steps_per_execution_raise(bad):
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        training.StepOptions(steps_per_execution=bad)
+
+
+def test_precision_policy_mixed_float16_scales_loss_and_restores_policy():
+    with training.precision_policy("mixed_float16"):
+        model = _model()
+    assert keras.config.dtype_policy().name == "float32"
+    assert model.layers[0].compute_dtype == "float16" and model.layers[0].kernel.dtype == "float32"
+    trainer = _trainer(model)
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    before = model.get_weights()
+    logs = trainer.train_epoch(_dataset(), progress=False)
+    loss, _ = _numpy_metrics(model)
+    assert np.isfinite(logs["task_loss"]) and not np.array_equal(before[0], model.get_weights()[0])
+    assert trainer.evaluate(_dataset())["loss"] == pytest.approx(loss, rel=1e-2)
+
+
+def test_precision_policy_bfloat16_keeps_optimizer_unscaled():
+    with training.precision_policy("mixed_bfloat16"):
+        model = _model()
+    trainer = _trainer(model)
+    assert model.layers[0].compute_dtype == "bfloat16"
+    assert not isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.isfinite(trainer.train_epoch(_dataset(), progress=False)["loss"])
+
+
+def test_precision_policy_unknown_name_suggests():
+    policy = training.precision_policy("mixed_float61")
+    with pytest.raises(ValueError, match="Did you mean 'mixed_float16'"):
+        policy.__enter__()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.mixed_precision=mixed_float61", "Did you mean 'mixed_float16'"),
+        ("train.steps_per_execution=0", "steps_per_execution=0 must be >= 1"),
+        ("train.optimizer=adm", "Did you mean 'adam'"),
+        ("train.strategy=mirored", "Did you mean 'mirrored'"),
+    ],
+)
+def test_config_train_section_bad_values_raise(override, message):
+    from afp_tf import config_lib
+
+    cfg = config_lib.base_config()
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.apply_overrides(cfg, [override])
