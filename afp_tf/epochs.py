@@ -43,7 +43,7 @@ class EpochResult:
 
 def run_epochs(
     trainer: Trainer,
-    data: tf.data.Dataset,
+    data: tf.data.Dataset | Callable[[int], tf.data.Dataset],
     epochs: int,
     *,
     steps: int | None = None,
@@ -60,6 +60,8 @@ def run_epochs(
     """Trains ``trainer.model`` up to ``epochs`` epochs over ``data``.
 
     Args:
+      data: the training dataset, or ``epoch -> dataset`` (``epoch`` = the epochs done before
+        it), so a resumed run sees the batches an uninterrupted one would.
       steps: batches per epoch; None for a full pass.
       first_epoch: epochs already done (numbers the epochs of the history and of errors).
       evaluate: ``trainer -> metrics``, run after every epoch (validation data only).
@@ -90,7 +92,8 @@ def run_epochs(
         result.best_metric, result.best_epoch = start_metric, first_epoch
     for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
         try:
-            logs = trainer.train_epoch(data, steps=steps, epoch=epoch - 1, progress=progress)
+            batches = data(epoch - 1) if callable(data) else data
+            logs = trainer.train_epoch(batches, steps=steps, epoch=epoch - 1, progress=progress)
         except NonFiniteLossError as e:
             if not stop_on_nonfinite:
                 raise

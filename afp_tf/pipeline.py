@@ -6,6 +6,7 @@ resumes at the phase (and epoch or round) where the last run stopped.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -15,9 +16,20 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import checkpoint, export, io_utils, latency, prc, report, stats, tracking, training
+from afp_tf import (
+    checkpoint,
+    config_lib,
+    export,
+    io_utils,
+    latency,
+    prc,
+    report,
+    stats,
+    tracking,
+    training,
+)
 from afp_tf.epochs import run_epochs
-from afp_tf.pruner import Pruner, PruneState, filters_per_group, make_controller
+from afp_tf.pruner import Pruner, PruneState, filters_per_group
 from afp_tf.task import TaskData
 from afp_tf.tasks import load_task
 
@@ -97,10 +109,13 @@ class Run:
     def _make_pruner(self) -> Pruner:
         cfg, data = self.cfg, self.data
         return Pruner(
-            prune_cfg=cfg.prune,
+            options=config_lib.prune_options(cfg),
             task=data.task,
-            train_data=data.train,
+            train_data=data.train_for_epoch or data.train,
             val_data=data.val,
+            accept_data=data.accept,
+            accept_size=data.accept_size,
+            seed=cfg.seed,
             strategy=self.strategy,
             optimizer_factory=lambda: make_optimizer(cfg),
             global_batch_size=cfg.data.batch_size,
@@ -125,11 +140,11 @@ class Run:
     def _evaluate(self, model: keras.Model) -> dict[str, float]:
         """Validation and test metric of ``model`` (test is reported, never used to decide)."""
         trainer = self.pruner.make_trainer(model)
-        task = self.data.task
-        return {
-            "val": task.score(trainer, self.data.val),
-            "test": task.score(trainer, self.data.test),
-        }
+        task, data = self.data.task, self.data
+        out = {"val": task.score(trainer, data.val), "test": task.score(trainer, data.test)}
+        if data.accept is not None:  # the decision metric
+            out["accept"] = task.score(trainer, data.accept)
+        return out
 
     def _save(self, phase: str, model: keras.Model, optimizer=None, tag: str = "latest") -> None:
         self.state["phase"] = phase
@@ -180,17 +195,15 @@ class Run:
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "baseline.keras")
         state["baseline"] = _describe(model, metrics)
-        controller = make_controller(cfg.prune, metrics["val"], state["baseline"]["macs"])
-        state["prune"] = PruneState(
-            controller=controller.to_dict(), metric=metrics["val"], epoch=state["epoch"]
-        ).to_dict()
+        pstate = self.pruner.start(model, state["baseline"]["macs"], epoch=state["epoch"])
+        state["prune"] = pstate.to_dict()
         logging.info(
             "Baseline: val %.4f, test %.4f, %s params, %s MACs; floor %.4f.",
             metrics["val"],
             metrics["test"],
             f"{state['baseline']['params']:,}",
             f"{state['baseline']['macs']:,}",
-            controller.floor,
+            prc.PruningRateController.from_dict(pstate.controller).floor,
         )
         self._save("pruning", model, tag="baseline")
 
@@ -215,10 +228,13 @@ class Run:
             model = self.store.load_model(state)
         pstate = PruneState.from_dict(state["prune"])
         controller = prc.PruningRateController.from_dict(pstate.controller)
-        before = pstate.metric
+        before = pstate.val_metric if math.isfinite(pstate.val_metric) else pstate.metric
         if cfg.prune.finetune_epochs and pstate.round:
+            with self.strategy.scope():
+                tuned = keras.models.clone_model(model)
+                tuned.set_weights(model.get_weights())
             trainer = self.pruner.make_trainer(
-                model, optimizer_factory=self._finetune_optimizer_factory()
+                tuned, optimizer_factory=self._finetune_optimizer_factory()
             )
             best = self.pruner.train_epochs(
                 trainer,
@@ -229,7 +245,9 @@ class Run:
                 start_metric=before,
                 stop_on_nonfinite=True,
             )
-            if best > before:
+            decision = self.pruner.evaluate(self.pruner.make_trainer(tuned), "accept")
+            if best > before and controller.meets_floor(decision[self.data.task.metric_name]):
+                model = tuned
                 logging.info("Fine-tuning: validation %.4f -> %.4f.", before, best)
             else:
                 logging.info("Fine-tuning did not improve %.4f; kept the model before it.", before)
@@ -238,7 +256,7 @@ class Run:
         state["pruned"] = {
             **_describe(model, metrics),
             "floor": controller.floor,
-            "meets_floor": bool(controller.meets_floor(metrics["val"])),
+            "meets_floor": bool(controller.meets_floor(metrics.get("accept", metrics["val"]))),
         }
         self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
 

@@ -66,6 +66,10 @@ class TaskData:
     Attributes:
       sample: ``(split, n) -> (x, y)`` arrays of a split, for export calibration and checks.
       description: one line on the data, for the log.
+      accept: the split accept/reject decisions use (None: decide on ``val``).
+      accept_size: its size when the metric is a proportion (sets the acceptance margin).
+      train_for_epoch: ``epoch -> dataset`` of that epoch's batches, so a resumed run sees
+        what an uninterrupted one would (None: ``train``).
     """
 
     task: Task
@@ -75,3 +79,6 @@ class TaskData:
     build_model: Callable[[], keras.Model]
     sample: Callable[[str, int], tuple[np.ndarray, np.ndarray]]
     description: str
+    accept: tf.data.Dataset | None = None
+    accept_size: int = 0
+    train_for_epoch: Callable[[int], tf.data.Dataset] | None = None

@@ -61,7 +61,15 @@ def load_classification(cfg) -> TaskData:
         sample=data.sample,
         description=(
             f"{cfg.data.name} from {data.source}: {data.num_train} train / {data.num_val} val / "
-            f"{data.num_test} test"
+            + (f"{data.num_accept} accept / " if data.num_accept else "")
+            + f"{data.num_test} test"
+        ),
+        accept=data.accept,
+        accept_size=data.num_accept,
+        train_for_epoch=(
+            None
+            if cfg.data.name == "imagenet2012"
+            else lambda epoch: data.make_train(data.batch_size, epoch)
         ),
     )
 

@@ -215,7 +215,7 @@ def _pruner(cfg, data) -> Pruner:
     """A Pruner with the pipeline's training settings (its trainers and evaluation only)."""
     t = cfg.train
     return Pruner(
-        prune_cfg=cfg.prune,
+        options=config_lib.prune_options(cfg),
         task=data.task,
         train_data=data.train,
         val_data=data.val,
@@ -299,10 +299,17 @@ def _plot(out: dict, path: Path) -> None:
     for key, r in out["methods"].items():
         ax.scatter([r["macs"]], [100 * r["test"]], s=60, label=f"({key}) {r['name']}")
         ax.annotate(key, (r["macs"], 100 * r["test"]), textcoords="offset points", xytext=(5, 5))
+    save_macs_plot(fig, ax, out["config"]["name"], path)
+
+
+def save_macs_plot(fig, ax, title: str, path: Path, spread: str = "") -> None:
+    """Labels a test-accuracy-vs-MACs plot (log MACs) and writes it atomically as PNG."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log")
-    ax.set_xlabel("MACs (log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{out['config']['name']}: test accuracy vs MACs")
+    ax.set_xlabel("MACs (log scale)" + spread)
+    ax.set_ylabel("test accuracy (%)" + spread)
+    ax.set_title(f"{title}: test accuracy vs MACs")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()

@@ -4,9 +4,8 @@ import math
 
 import keras
 import numpy as np
-from keras.src.ops import nn as nn_ops
-from keras.src.ops import numpy as np_ops
 
+from afp_tf.surgery.keras_internals import nn_ops, np_ops
 from afp_tf.surgery.rules import Boundary, Rule, check_channels_last, register_many, take
 
 L = keras.layers
