@@ -23,6 +23,7 @@ from afp_tf import (
     io_utils,
     latency,
     prc,
+    precision,
     report,
     stats,
     tracking,
@@ -81,7 +82,7 @@ class Run:
     # ------------------------------------------------------------------ driver
     def execute(self) -> dict[str, Any]:
         """Runs the phases left, building models under ``train.mixed_precision``."""
-        with training.precision_policy(self.cfg.train.mixed_precision):
+        with precision.policy(self.cfg.train.mixed_precision):
             return self._execute()
 
     def _execute(self) -> dict[str, Any]:
@@ -253,10 +254,14 @@ class Run:
                 logging.info("Fine-tuning did not improve %.4f; kept the model before it.", before)
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "pruned.keras")
+        decision = metrics.get("accept", metrics["val"])
+        split = "acceptance (held out of all training and early stopping)"
         state["pruned"] = {
             **_describe(model, metrics),
             "floor": controller.floor,
-            "meets_floor": bool(controller.meets_floor(metrics.get("accept", metrics["val"]))),
+            "accept_floor": controller.accept_floor,
+            "meets_floor": bool(controller.meets_floor(decision)),
+            "guarantee": controller.guarantee(decision, split if "accept" in metrics else "val"),
         }
         self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
 
@@ -274,6 +279,7 @@ class Run:
                 representative=rep_x,
                 val_x=val_x,
                 val_y=val_y,
+                tolerances=export.parse_tolerances(cfg.export.tolerances),
             )
         self.state["export"] = {
             "reports": results,

@@ -185,6 +185,15 @@ class PruningRateController:
         f = self.accept_floor
         return math.isfinite(metric) and metric >= f - 1e-12 * max(1.0, abs(f))
 
+    def guarantee(self, metric: float, split: str) -> str:
+        """What the tolerance promises for a model whose decision metric is ``metric``."""
+        held = "meets" if self.meets_floor(metric) else "MISSES"
+        return (
+            f"Decision metric {metric:.4f} on the {split} split {held} the accept floor "
+            f"{self.accept_floor:.4f} = baseline {self.baseline:.4f} - tolerance {self.budget:.4f}"
+            f" + margin {self.margin:.4f}. The test split is reported, never used to decide."
+        )
+
     def plan(self, metric: float) -> RoundPlan:
         """The plan of the next round given the current decision metric ``A_t``."""
         _check(math.isfinite(metric), f"plan() needs a finite metric, got {metric}.")

@@ -155,7 +155,7 @@ class Pruner:
 
     def start(self, model: keras.Model, baseline_macs: int, epoch: int = 0) -> PruneState:
         """The initial state of a run from the unpruned (trained) ``model``."""
-        trainer = self.make_trainer(model)
+        trainer = self.make_trainer(model, orth_beta=0.0)  # evaluation only: no penalty to build
         val = self._metric(trainer, "val")
         accept = self._metric(trainer, "accept") if self.accept_data is not None else val
         controller = self.options.controller(accept, baseline_macs, self.margin(accept))

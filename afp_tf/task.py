@@ -32,7 +32,7 @@ class Task:
       evaluator: ``(trainer, dataset) -> dict`` for tasks whose metric is not a Keras metric
         (e.g. mAP); None evaluates with ``trainer.evaluate``.
       exporter: writes and verifies the deployable artifacts of a model of this task, called as
-        ``exporter(model, out_dir, formats=..., representative=..., val_x=..., val_y=...)``
+        ``exporter(model, out_dir, formats=, representative=, val_x=, val_y=, tolerances=)``
         with everything else it needs (e.g. a detector's anchors) already bound.
     """
 

@@ -15,7 +15,6 @@ strategy splits every batch over its replicas (and workers).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import difflib
@@ -28,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from afp_tf.distribute import check_created_in_scope, is_chief, make_strategy
+from afp_tf.precision import computes_in_float16
 
 __all__ = [
     "NonFiniteLossError",
@@ -35,13 +35,11 @@ __all__ = [
     "Trainer",
     "make_optimizer",
     "make_strategy",
-    "precision_policy",
 ]
 
 _SUM = tf.distribute.ReduceOp.SUM
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
-PRECISIONS = ("", "mixed_float16", "mixed_bfloat16")  # "" = float32
 
 
 class NonFiniteLossError(RuntimeError):
@@ -125,26 +123,6 @@ class StepOptions:
             raise ValueError(f"steps_per_execution must be an int >= 1, got {n!r}.")
 
 
-@contextlib.contextmanager
-def precision_policy(name: str):
-    """Layers built inside use the Keras dtype policy ``name`` (``""`` = float32).
-
-    Layers keep their policy in their config, so models rebuilt by surgery or loaded from a
-    ``.keras`` file compute as they were built; the :class:`Trainer` scales the loss of models
-    with float16 layers.
-    """
-    if name not in PRECISIONS:
-        close = difflib.get_close_matches(str(name), PRECISIONS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown precision {name!r}; choose one of {PRECISIONS}.{hint}")
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name or "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 class Trainer:
     """Trains and evaluates one model under one strategy with compiled, distributed steps.
 
@@ -168,7 +146,7 @@ class Trainer:
       global_batch_size: the batch size the datasets are batched with (all replicas together).
       options: XLA and steps per compiled call.
 
-    A model with float16 layers (``precision_policy("mixed_float16")``) gets its optimizer
+    A model with float16 layers (``precision.policy("mixed_float16")``) gets its optimizer
     wrapped in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling); its outputs are
     cast to float32 before the loss and the metrics.
     """
@@ -212,7 +190,7 @@ class Trainer:
                     f"got {self.optimizer!r}."
                 )
             check_created_in_scope(strategy, [self.optimizer.iterations], "optimizer")
-            if _computes_in_float16(model) and not isinstance(
+            if computes_in_float16(model) and not isinstance(
                 self.optimizer, keras.optimizers.LossScaleOptimizer
             ):
                 self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
@@ -312,8 +290,6 @@ class Trainer:
             if known == spec:
                 return fn
         replica = self._replica_train_step if kind == "train" else self._replica_eval_step
-        if self.options.jit_compile:
-            replica = tf.function(replica, jit_compile=True)
 
         def steps(iterator, count):
             rows = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[3])
@@ -334,6 +310,15 @@ class Trainer:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         n = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
         global_n = tf.distribute.get_replica_context().all_reduce(_SUM, n)
+        task, penalty, grads, y_pred = self._xla(self._gradients)(x, y, sample_weight, global_n)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+        for m in self.metrics:
+            m.update_state(y, y_pred, sample_weight)
+        return task, penalty, n
+
+    def _gradients(self, x, y, sample_weight, global_n):
+        """Task loss, penalty, gradients and predictions of one replica's batch (no collective
+        ops and no variable updates, so XLA can compile it under any strategy)."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             y_pred = _to_float32(self.model(x, training=True))
@@ -342,12 +327,14 @@ class Trainer:
             )
             penalty = tf.nn.scale_regularization_loss(self._penalty())
             scaled = self.optimizer.scale_loss(task + penalty)
-        self.optimizer.apply_gradients(
-            zip(tape.gradient(scaled, variables), variables, strict=True)
-        )
-        for m in self.metrics:
-            m.update_state(y, y_pred, sample_weight)
-        return task, penalty, n
+        return task, penalty, tape.gradient(scaled, variables), y_pred
+
+    def _predict(self, x):
+        return _to_float32(self.model(x, training=False))
+
+    def _xla(self, fn):
+        """``fn`` compiled with XLA when ``options.jit_compile`` (traced once per replica)."""
+        return tf.function(fn, jit_compile=True) if self.options.jit_compile else fn
 
     def _penalty(self) -> tf.Tensor:
         terms = [f() for f in self.extra_losses] + list(self.model.losses)
@@ -356,7 +343,7 @@ class Trainer:
 
     def _replica_eval_step(self, batch):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        y_pred = _to_float32(self.model(x, training=False))
+        y_pred = self._xla(self._predict)(x)
         self._eval_loss.update_state(self._loss(y, y_pred), sample_weight)
         for m in self.metrics:
             m.update_state(y, y_pred, sample_weight)
@@ -370,13 +357,6 @@ class Trainer:
             steps = cardinality if cardinality > 0 else None
         names = ["loss", "task_loss", "penalty", *(m.name for m in self.metrics)]
         return keras.utils.Progbar(steps, stateful_metrics=names)
-
-
-def _computes_in_float16(layer: keras.layers.Layer) -> bool:
-    """Whether ``layer`` or any layer nested in it computes in float16."""
-    if layer.compute_dtype == "float16":
-        return True
-    return any(_computes_in_float16(inner) for inner in getattr(layer, "layers", ()))
 
 
 def _to_float32(outputs):

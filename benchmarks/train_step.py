@@ -41,7 +41,7 @@ def main() -> None:
 
     import keras
 
-    from afp_tf import config_lib, models, training
+    from afp_tf import config_lib, models, precision, training
     from afp_tf.data import load_classification
 
     cfg = config_lib.load_config("lenet5_fashion_mnist")
@@ -51,7 +51,7 @@ def main() -> None:
     init = models.build_model("lenet5", data.input_shape, data.num_classes).get_weights()
 
     def trainer_for(option: dict) -> training.Trainer:
-        with training.precision_policy(option.get("precision", "")):
+        with precision.policy(option.get("precision", "")):
             model = models.build_model("lenet5", data.input_shape, data.num_classes)
         model.set_weights(init)
         steps = training.StepOptions(

@@ -3,8 +3,6 @@
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "afp_tf"
 
 
@@ -90,18 +88,5 @@ def test_import_graph_sees_lazy_imports():
     assert "afp_tf.detection.task" in graph["afp_tf.tasks"]
 
 
-def test_afp_tf_task_layers_have_no_cycle():
-    found = [c for c in cycles(import_graph()) if c != _EXPORT_CYCLE]
-    assert found == []
-
-
-_EXPORT_CYCLE = ["afp_tf.detection.export", "afp_tf.export"]
-
-
-@pytest.mark.xfail(
-    _EXPORT_CYCLE in cycles(import_graph()),
-    reason="the generic exporter still imports the detection exporter",
-    strict=True,
-)
-def test_afp_tf_export_layers_have_no_cycle():
-    assert _EXPORT_CYCLE not in cycles(import_graph())
+def test_afp_tf_import_graph_has_no_cycle():
+    assert cycles(import_graph()) == []

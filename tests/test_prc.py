@@ -220,6 +220,14 @@ def test_margin_raises_accept_floor_and_shrinks_spendable_budget():
     assert plan.quantile == pytest.approx(0.1)
 
 
+def test_guarantee_states_floor_margin_and_verdict():
+    c = _ctrl(margin=0.005)
+    text = c.guarantee(0.886, "acceptance")
+    assert "meets the accept floor 0.8850" in text
+    assert "baseline 0.9000 - tolerance 0.0200 + margin 0.0050" in text
+    assert "MISSES" in c.guarantee(0.884, "acceptance")
+
+
 def test_margin_not_below_tolerance_raises():
     with pytest.raises(ValueError, match="too noisy"):
         _ctrl(margin=0.02)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import classifier_trainer
 
-from afp_tf import training
+from afp_tf import precision, training
 
 NUM_EXAMPLES, BATCH, CLASSES = 37, 8, 3  # 4 full batches and a partial one of 5
 
@@ -109,16 +109,21 @@ def test_trainer_extra_loss_variable_changes_not_retraced():
     assert penalties[0] == penalties[2] == 0.0 and penalties[1] > 0.0
 
 
-def test_trainer_mirrored_two_cpus_matches_default():
+@pytest.mark.parametrize(
+    "options",
+    [training.StepOptions(), training.StepOptions(jit_compile=True, steps_per_execution=4)],
+    ids=["default_step", "xla_4_steps_per_call"],
+)
+def test_trainer_mirrored_two_cpus_matches_default(options):
     # Same initial weights, data (with a partial last batch) and global batch; 10 SGD steps.
     init = _model().get_weights()
     results = []
-    for kind in ("default", "mirrored"):
+    for kind, opts in (("default", training.StepOptions()), ("mirrored", options)):
         strategy = training.make_strategy(kind)
         with strategy.scope():
             model = _model()
             model.set_weights(init)
-        trainer = _trainer(model, strategy)
+        trainer = _trainer(model, strategy, options=opts)
         for _ in range(2):
             trainer.train_epoch(_dataset(), progress=False)
         results.append(model.get_weights())
@@ -260,7 +265,7 @@ def test_step_options_bad_steps_per_execution_raise(bad):
 
 
 def test_precision_policy_mixed_float16_scales_loss_and_restores_policy():
-    with training.precision_policy("mixed_float16"):
+    with precision.policy("mixed_float16"):
         model = _model()
     assert keras.config.dtype_policy().name == "float32"
     assert model.layers[0].compute_dtype == "float16" and model.layers[0].kernel.dtype == "float32"
@@ -274,7 +279,7 @@ def test_precision_policy_mixed_float16_scales_loss_and_restores_policy():
 
 
 def test_precision_policy_bfloat16_keeps_optimizer_unscaled():
-    with training.precision_policy("mixed_bfloat16"):
+    with precision.policy("mixed_bfloat16"):
         model = _model()
     trainer = _trainer(model)
     assert model.layers[0].compute_dtype == "bfloat16"
@@ -283,7 +288,7 @@ def test_precision_policy_bfloat16_keeps_optimizer_unscaled():
 
 
 def test_precision_policy_unknown_name_suggests():
-    policy = training.precision_policy("mixed_float61")
+    policy = precision.policy("mixed_float61")
     with pytest.raises(ValueError, match="Did you mean 'mixed_float16'"):
         policy.__enter__()
 

@@ -12,9 +12,11 @@ Public API:
 * :class:`SurgeryError` for every problem of the caller's model or request.
 
 Functional and Sequential models are walked node by node, nested models and composite
-layers (subclassed layers whose ``call`` traces on symbolic tensors) included. A producer
-inside a composite layer is named by the path of its kernel variable without ``/kernel``
-(``block_1_0/block_1_0_conv1``); other layers by their name (``outer/inner`` in nested models).
+layers (subclassed layers whose ``call`` traces on symbolic tensors) included. Layers are
+named by their path: the name at top level, ``outer/inner`` inside a nested model or a
+composite layer. Inside a composite, that is the path of the layer's kernel variable without
+``/kernel`` (``block_1_0/block_1_0_conv1``), and it stays the same in the pruned model, where
+the composite became a nested functional model of the same name.
 """
 
 from afp_tf.surgery.analysis import ChannelGroup, ModelAnalysis, analyze

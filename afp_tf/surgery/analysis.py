@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from afp_tf.surgery import hub
 from afp_tf.surgery.errors import SurgeryError
 from afp_tf.surgery.graph import as_functional
 from afp_tf.surgery.rules import Labels, rule_for
@@ -33,6 +34,9 @@ class ChannelGroup:
         reason: for an unprunable group, the layer that blocks it and why.
         passthrough: paths of depthwise layers the channels pass through, whose per-channel
             kernel slices belong to the filters too.
+        partial: producers whose filters are only a part of the group's channels (after a
+            split) or all of them in another order; they lose the removed channels too but
+            are left out of ``filter_weights``.
         blocks: a removal must take the same number of channels from each of this many equal
             consecutive blocks of the group (grouped convolutions keep their group structure).
     """
@@ -43,6 +47,7 @@ class ChannelGroup:
     prunable: bool
     reason: str | None = None
     passthrough: tuple[str, ...] = ()
+    partial: tuple[str, ...] = ()
     blocks: int = 1
 
 
@@ -64,6 +69,11 @@ class _UnionFind:
 
     def roots(self) -> np.ndarray:
         return np.fromiter((self.find(i) for i in range(len(self.parent))), np.int64)
+
+
+def aligned(group: ChannelGroup) -> list[str]:
+    """Paths of the layers whose per-filter weights are, in order, the group's channels."""
+    return [p for p in group.producers if p not in group.partial] + list(group.passthrough)
 
 
 @dataclasses.dataclass(eq=False)
@@ -106,7 +116,7 @@ class ModelAnalysis:
     def filter_weights(self, group: ChannelGroup | str) -> list[tuple[Any, int]]:
         """The live variables holding a prunable group's filters, each with its channel axis.
 
-        Includes the output kernel of every producer (Conv/Dense kernel; SeparableConv
+        Includes the output kernel of every aligned producer (Conv/Dense kernel; SeparableConv
         pointwise kernel; ConvTranspose kernel on axis -2) and the kernel of every depthwise
         convolution the channels pass through (its input-channel axis). Biases and BatchNorm
         parameters are not included. Index ``i`` along the axis is channel ``i`` of the group.
@@ -118,7 +128,7 @@ class ModelAnalysis:
         if not group.prunable:
             raise SurgeryError(f"Channel group '{group.name}' is not prunable: {group.reason}")
         pairs = []
-        for path in group.producers + group.passthrough:
+        for path in aligned(group):
             layer = self.layers[path]
             pairs.extend(rule_for(layer).filter_weights(layer))
         return pairs
@@ -161,6 +171,7 @@ def analyze(model: keras.Model) -> ModelAnalysis:
             group = dataclasses.replace(group, blocks=divisions[key])
         groups.append(group)
         orders[group.name] = order
+    groups = hub.limit_head(model, groups)
     return ModelAnalysis(
         model, groups, walk.labels, roots, orders, walk.traces, walk.layers, walk.consumed
     )
@@ -175,8 +186,7 @@ def _divisions(walk: Walk, roots, coupled, members) -> dict[int, int]:
     blocks: dict[int, int] = {}
     for labels, count, path in walk.divisions:
         key = coupled.find(int(roots[labels[0]]))
-        first = members[key][0]
-        order = roots[first.start : first.start + first.size]
+        order = _ids(_first(members[key], roots), roots)
         if np.array_equal(roots[labels], order):
             blocks[key] = math.lcm(blocks.get(key, 1), count)
         else:
@@ -188,34 +198,53 @@ def _divisions(walk: Walk, roots, coupled, members) -> dict[int, int]:
     return blocks
 
 
+def _ids(space: Space, roots: np.ndarray) -> np.ndarray:
+    return roots[space.start : space.start + space.size]
+
+
+def _first(spaces: list[Space], roots: np.ndarray) -> Space:
+    """The first space (in topological order) holding every channel of the group."""
+    total = len(np.unique(np.concatenate([_ids(s, roots) for s in spaces])))
+    return next((s for s in spaces if len(np.unique(_ids(s, roots))) == total), spaces[0])
+
+
 def _resolve(spaces, roots, first_block, blocks, through) -> tuple[ChannelGroup, np.ndarray]:
-    first = spaces[0]
-    order = roots[first.start : first.start + first.size]
+    """The group of coupled ``spaces``: its channels are those of its first full producer.
+
+    Other producers may hold a part of them (after a split) or all in another order (through
+    concatenations); surgery removes their filters alike, but only the producers aligned with
+    the group's channel order give :meth:`ModelAnalysis.filter_weights`.
+    """
+    first = _first(spaces, roots)
+    order = _ids(first, roots)
     reason = None
-    block = min(int(first_block[roots[s.start : s.start + s.size]].min()) for s in spaces)
+    block = min(int(first_block[_ids(s, roots)].min()) for s in spaces)
     if block < len(blocks):
         reason = blocks[block][1]
     elif len(np.unique(order)) != len(order):
         reason = f"channels of '{first.path}' are coupled to each other"
+    elif not set(np.concatenate([_ids(s, roots) for s in spaces]).tolist()) <= set(order.tolist()):
+        reason = (
+            f"channels of '{first.path}' are coupled to those of other layers only in part "
+            "(e.g. through a concatenation), and no layer produces all of them"
+        )
     else:
-        for s in spaces[1:]:
-            if not np.array_equal(roots[s.start : s.start + s.size], order):
-                reason = (
-                    f"channels of '{s.path}' are coupled to those of '{first.path}' only in part "
-                    "or in another order (e.g. through a concatenation)"
-                )
+        for s in spaces:
+            if len(np.unique(_ids(s, roots))) != s.size:
+                reason = f"channels of '{s.path}' are coupled to each other"
                 break
+    partial = [s.path for s in spaces if not np.array_equal(_ids(s, roots), order)]
     passthrough = []
     for path, labels in through:
         if path not in passthrough and np.array_equal(roots[labels], order):
             passthrough.append(path)
-    producers = tuple(dict.fromkeys(s.path for s in spaces))
     group = ChannelGroup(
         name=first.name,
         size=len(order),
-        producers=producers,
+        producers=tuple(dict.fromkeys(s.path for s in spaces)),
         prunable=reason is None,
         reason=reason,
         passthrough=tuple(passthrough),
+        partial=tuple(dict.fromkeys(partial)),
     )
     return group, order

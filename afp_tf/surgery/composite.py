@@ -10,25 +10,67 @@ name (loadable without the composite's class). A ``call`` that cannot run on sym
 
 import keras
 
-from afp_tf.surgery.keras_internals import Functional, sublayers
+from afp_tf.surgery.keras_internals import (
+    Functional,
+    inbound_nodes,
+    is_builtin_layer,
+    sublayers,
+)
 from afp_tf.surgery.rules import Boundary
 
 
-def is_composite(op) -> bool:
-    """Whether ``op`` is a layer without a rule that holds other layers (a tracing candidate)."""
-    return isinstance(op, keras.layers.Layer) and bool(sublayers(op))
+def own_weights(op: keras.layers.Layer) -> list:
+    """The variables ``op`` holds itself, not through one of its sub-layers."""
+    inner = {id(v) for layer in sublayers(op) for v in layer.weights}
+    return [v for v in op.weights if id(v) not in inner]
+
+
+def check_traceable(op) -> None:
+    """Raises Boundary unless ``op`` is a layer whose variables all belong to sub-layers.
+
+    A layer using variables of its own in ``call`` (a per-channel scale, say) would carry
+    them into the traced graph as constants: surgery could neither slice nor save them.
+    """
+    if not isinstance(op, keras.layers.Layer) or is_builtin_layer(op):  # primitives
+        raise Boundary(
+            "no surgery rule is registered for its class (see afp_tf.surgery.register_rule)"
+        )
+    mine = own_weights(op)
+    if mine:
+        names = ", ".join(v.path for v in mine[:3])
+        raise Boundary(
+            f"no surgery rule is registered for its class and it holds weights of its own "
+            f"({names}), so it is not looked inside (see afp_tf.surgery.register_rule)"
+        )
+
+
+def _common_shapes(op, node) -> list[tuple]:
+    """The input shapes of ``node``, with None where another call of ``op`` differs (a head
+    shared by the levels of a feature pyramid sees several spatial sizes)."""
+    shapes = [tuple(x.shape) for x in node.input_tensors]
+    for other in inbound_nodes(op):
+        others = [tuple(x.shape) for x in other.input_tensors]
+        if [len(a) for a in others] != [len(b) for b in shapes]:
+            continue
+        shapes = [
+            tuple(d if d == e else None for d, e in zip(a, b, strict=True))
+            for a, b in zip(shapes, others, strict=True)
+        ]
+    return shapes
 
 
 def trace(op: keras.layers.Layer, node) -> Functional:
     """The functional graph of one call of composite layer ``op`` (node: that call).
 
     Raises:
-        Boundary: when ``op.call`` cannot be traced on symbolic tensors, or gives a graph
-            that is not a function of its tensor inputs alone.
+        Boundary: when ``op`` holds weights of its own, when ``op.call`` cannot be traced on
+            symbolic tensors, or when it gives other outputs than the layer.
     """
+    check_traceable(op)
+    shapes = _common_shapes(op, node)
     inputs = [
-        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=f"{op.name}_input_{i}")
-        for i, x in enumerate(node.input_tensors)
+        keras.Input(batch_shape=shape, dtype=x.dtype, name=f"{op.name}_input_{i}")
+        for i, (x, shape) in enumerate(zip(node.input_tensors, shapes, strict=True))
     ]
     symbols = {id(x): y for x, y in zip(node.input_tensors, inputs, strict=True)}
     args, kwargs = node.arguments.fill_in(symbols)

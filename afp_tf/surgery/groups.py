@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-from afp_tf.surgery.analysis import ChannelGroup, ModelAnalysis, analyze
+from afp_tf.surgery.analysis import ChannelGroup, ModelAnalysis, aligned, analyze
 from afp_tf.surgery.errors import SurgeryError
 from afp_tf.surgery.graph import get_layer
 from afp_tf.surgery.rules import rule_for
@@ -50,7 +50,7 @@ def filter_weights(
     """
     if analysis is None and isinstance(group, ChannelGroup) and group.prunable:
         try:  # a group of a plain functional graph: its layers are found by path
-            layers = [get_layer(model, p) for p in group.producers + group.passthrough]
+            layers = [get_layer(model, p) for p in aligned(group)]
             return [pair for layer in layers for pair in rule_for(layer).filter_weights(layer)]
         except SurgeryError:
             pass  # a layer inside a composite layer: the analysis knows where it is

@@ -10,16 +10,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
+from keras.src.activations import activations as activation_ops
 from keras.src.models.functional import Functional
+from keras.src.ops import core as core_ops
 from keras.src.ops import nn as nn_ops
 from keras.src.ops import numpy as np_ops
 from keras.src.saving.serialization_lib import SafeModeScope
 
 __all__ = [
     "Functional",
+    "activation_ops",
+    "core_ops",
     "SafeModeScope",
     "check",
+    "inbound_nodes",
     "inputs_struct",
+    "is_builtin_layer",
     "nn_ops",
     "nodes_by_depth",
     "np_ops",
@@ -55,6 +61,19 @@ def producer(tensor: keras.KerasTensor) -> Any:
     return tensor._keras_history.operation
 
 
+def inbound_nodes(layer: Any) -> list:
+    """Every call of ``layer`` on symbolic tensors (in any model), as graph nodes."""
+    return list(layer._inbound_nodes)
+
+
+def is_builtin_layer(layer: Any) -> bool:
+    """Whether ``layer``'s class is one of Keras's own layers (defined in its layers package)."""
+    return type(layer).__module__.startswith(_LAYERS_PACKAGE)
+
+
+_LAYERS_PACKAGE = keras.layers.Conv2D.__module__.split(".convolutional")[0] + "."
+
+
 def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """The layers tracked directly by ``layer`` (its attributes), not recursively."""
     return list(layer._flatten_layers(include_self=False, recursive=False))
@@ -86,11 +105,22 @@ def _probe() -> Iterator[str]:
     seq = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     if not isinstance(getattr(seq, "_functional", None), Functional):
         yield "Sequential._functional"
+    conv = graph.get_layer("probe_conv")
+    if len(getattr(conv, "_inbound_nodes", ())) != 1:
+        yield "Layer._inbound_nodes"
+    if not is_builtin_layer(conv) or is_builtin_layer(graph):
+        yield "keras.src.layers module layout"
     if not hasattr(keras.layers.Layer, "_flatten_layers"):
         yield "Layer._flatten_layers"
-    for name in ("Relu", "Sigmoid", "HardSilu"):
-        if not hasattr(nn_ops, name):
-            yield f"keras.src.ops.nn.{name}"
+    for module, names in (
+        (nn_ops, ("Relu", "Sigmoid", "HardSilu", "Softsign")),
+        (np_ops, ("Split", "Concatenate", "Mean", "Max", "Sum", "Add", "Multiply")),
+        (activation_ops, ("ReLU", "Mish")),
+        (core_ops, ("Cast",)),
+    ):
+        for name in names:
+            if not hasattr(module, name):
+                yield f"{module.__name__}.{name}"
     with SafeModeScope(False):
         pass
 

@@ -7,12 +7,13 @@ import keras
 import numpy as np
 from keras import tree
 
+from afp_tf.surgery import hub
 from afp_tf.surgery.analysis import ChannelGroup, ModelAnalysis
 from afp_tf.surgery.errors import SurgeryError
 from afp_tf.surgery.graph import as_functional, is_submodel, nodes_in_order
 from afp_tf.surgery.groups import checked
 from afp_tf.surgery.keras_internals import SafeModeScope, inputs_struct, outputs_struct, producer
-from afp_tf.surgery.rules import Keep, rule_for
+from afp_tf.surgery.rules import Keep, Rule, rule_for
 
 
 def remove_filters(
@@ -25,7 +26,9 @@ def remove_filters(
 
     The input model is not modified. The result is a plain (uncompiled) ``keras.Model`` with
     the same layer names, configs (trainability, dtype policy, regularizers, constraints) and
-    the original weights sliced to the kept channels. An empty ``removal`` gives a copy.
+    the original weights sliced to the kept channels. An empty ``removal`` gives a copy. A
+    keras-hub ImageClassifier comes back as its own class with its preprocessor
+    (:mod:`afp_tf.surgery.hub`).
     Composite layers that surgery looked inside become nested functional models of the same
     name, so the result loads without their classes.
 
@@ -42,7 +45,7 @@ def remove_filters(
     graph = as_functional(model)
     analysis = checked(model, analysis)
     removed = _removed_ids(analysis, removal)
-    return _Rebuild(analysis, removed).model(graph, model.name)
+    return hub.as_task(model, _Rebuild(analysis, removed).model(graph, model.name))
 
 
 def _removed_ids(analysis: ModelAnalysis, removal: Mapping[str, Sequence[int]]) -> np.ndarray:
@@ -108,6 +111,13 @@ class _Rebuild:
         return np.flatnonzero(~gone) if gone.any() else None
 
     def model(self, graph, name: str) -> keras.Model:
+        outer, self.tensors = self.tensors, {}  # a nested model may share its input tensors
+        try:
+            return self._model(graph, name)
+        finally:
+            self.tensors = outer
+
+    def _model(self, graph, name: str) -> keras.Model:
         inputs = []
         for tensor in graph.inputs:
             kept = self.keep(tensor)
@@ -156,12 +166,27 @@ class _Rebuild:
         )
         changed = any(k is not None for k in keep.inputs + keep.outputs)
         if not isinstance(op, keras.layers.Layer):  # a keras.ops.* operation called on symbols
-            return (rule_for(op).rebuild_op(op, keep) if changed else op), None
-        config = op.get_config()
+            shapes = [x.shape for x in node.input_tensors]
+            return (rule_for(op).rebuild_op(op, keep, shapes) if changed else op), None
+        rule = rule_for(op)
+        try:
+            config = op.get_config()
+        except NotImplementedError:  # built with arguments its class cannot serialize
+            if op.weights or type(rule).rebuild is not Rule.rebuild:
+                raise
+            return op, None  # stateless and channel-agnostic: the new model may share it
         weights = op.get_weights()
         if changed:
-            config, weights = rule_for(op).rebuild(op, config, weights, keep)
+            config, weights = rule.rebuild(op, config, weights, keep)
         # The config comes from a live layer of this process, not from a file: a Lambda's
         # Python function is safe to rebuild.
         with SafeModeScope(False):
-            return type(op).from_config(config), weights
+            try:
+                return type(op).from_config(config), weights
+            except (TypeError, ValueError):
+                # e.g. a layer object as activation whose class cannot be rebuilt from its
+                # config: use the live objects themselves.
+                live = {k: getattr(op, k) for k, v in config.items() if isinstance(v, dict)}
+                if not live or any(v is None for v in live.values()):
+                    raise
+                return type(op).from_config({**config, **live}), weights

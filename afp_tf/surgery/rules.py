@@ -80,8 +80,8 @@ class Rule:
         """The config and weights of the smaller layer (inputs are ``np`` copies to slice)."""
         return config, weights
 
-    def rebuild_op(self, op: Any, keep: Keep) -> Any:
-        """For a ``keras.ops`` operation (not a layer): the operation for the kept channels."""
+    def rebuild_op(self, op: Any, keep: Keep, input_shapes: list[tuple]) -> Any:
+        """For a ``keras.ops`` operation (not a layer): a callable for the kept channels."""
         return op
 
     def filter_weights(self, layer: keras.layers.Layer) -> list[tuple[Any, int]]:
@@ -107,7 +107,7 @@ def register_rule(layer_cls: type, rule: Rule | None = None) -> Rule | Callable:
     * ``rebuild(layer, config, weights, keep) -> (config, weights)``: slice the layer's config
       (e.g. ``filters``) and its ``get_weights()`` arrays to the kept positions ``keep.inputs``
       / ``keep.outputs`` (only called when something of this layer is removed); for a
-      ``keras.ops`` operation, ``rebuild_op(op, keep) -> op`` instead.
+      ``keras.ops`` operation, ``rebuild_op(op, keep, input_shapes) -> callable`` instead.
     * ``filter_weights(layer) -> [(variable, axis)]``: for producers, the live kernels in
       which index ``i`` along ``axis`` is output channel ``i``.
     * ``consistent_calls``: see :class:`Rule`.

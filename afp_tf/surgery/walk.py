@@ -11,10 +11,7 @@ too (see :mod:`afp_tf.surgery.composite`).
 import keras
 import numpy as np
 
-from afp_tf.surgery import (
-    builtin,  # noqa: F401 - registers the built-in rules
-    composite,
-)
+from afp_tf.surgery import composite, ops_rules  # noqa: F401 - ops_rules registers the rules
 from afp_tf.surgery.graph import as_functional, is_submodel, join, nodes_in_order
 from afp_tf.surgery.keras_internals import producer
 from afp_tf.surgery.rules import Boundary, Labels, rule_for
@@ -47,7 +44,6 @@ class Walk:
         self.layers: dict[str, object] = {}  # path -> layer
         self.divisions: list[tuple[Labels, int, str]] = []
         self.consumed: list[tuple[str, Labels]] = []  # (consumer path, input channel ids)
-        self.composite_depth = 0
         self.path = ""
         self.input_shapes: list[tuple] = []
         self.output_shapes: list[tuple] = []
@@ -108,7 +104,7 @@ class Walk:
             if any(id(x) not in self.labels for x in node.input_tensors):
                 continue  # not computable from the model inputs
             op = node.operation
-            self.path = self._path(prefix, op)
+            self.path = join(prefix, op.name)
             self.input_shapes = [x.shape for x in node.input_tensors]
             self.output_shapes = [y.shape for y in node.outputs]
             self.node = node
@@ -141,19 +137,11 @@ class Walk:
                 self.block(a, reason)
                 self.block(b, reason)
 
-    def _path(self, prefix: str, op) -> str:
-        """A layer's path: inside a composite, its kernel's variable path without '/kernel'."""
-        kernel = getattr(op, "kernel", None) if self.composite_depth else None
-        path = getattr(kernel, "path", "")
-        if path.endswith("/kernel"):
-            return path[: -len("/kernel")]
-        return join(prefix, op.name)
-
     def inner_graph(self, op, rule, node):
         """The graph inside a nested model or a traceable composite layer, else None."""
         if is_submodel(op):
             return as_functional(op)
-        if rule is not None or not composite.is_composite(op) or id(op) in self.untraceable:
+        if rule is not None or id(op) in self.untraceable:
             return None
         if id(op) not in self.traces:
             try:
@@ -166,10 +154,7 @@ class Walk:
     def _submodel(self, op, inner, inputs: list, path: str) -> list:
         for tensor, labels in zip(inner.inputs, inputs, strict=True):
             self.labels[id(tensor)] = labels
-        traced = not is_submodel(op)
-        self.composite_depth += traced
         self.walk(inner, path)
-        self.composite_depth -= traced
         return [self.labels[id(t)] for t in inner.outputs]
 
     def _state(self) -> tuple:
