@@ -8,7 +8,6 @@ import keras
 
 from afp_tf import data as data_lib
 from afp_tf import export, models
-from afp_tf.detection import task as detection_task
 from afp_tf.task import Task, TaskData
 
 # The width-multiplier keyword of each zoo model that has one.
@@ -74,7 +73,15 @@ def load_classification(cfg) -> TaskData:
     )
 
 
+def load_detection(cfg) -> TaskData:
+    """SSD on GTSDB (:mod:`afp_tf.detection.task`); imported only when asked for, so a core
+    install without the ``detection`` extra runs classification."""
+    from afp_tf.detection import task as detection_task  # noqa: PLC0415 - optional extra
+
+    return detection_task.load(cfg)
+
+
 BUILDERS: dict[str, Callable[..., TaskData]] = {
     "classification": load_classification,
-    "detection": detection_task.load,
+    "detection": load_detection,
 }
