@@ -13,9 +13,9 @@ from pathlib import Path
 
 import ml_collections
 
+from afp_tf import export_checks, resources
 from afp_tf.options import PruneOptions
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "lenet5_fashion_mnist"
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -78,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.export = ml_collections.ConfigDict()
     c.export.enabled = True
     c.export.formats = "all"  # comma-separated format names, or "all"
+    # FORMAT.CHECK=VALUE,... replacing a check's threshold, e.g. tflite_int8.max_metric_drop=0.02
+    # (CHECK: max_rel_diff | max_metric_drop; VALUE: a number or none); see docs/export.md
+    c.export.tolerances = ""
     c.export.samples = 256
     c.export.latency_runs = 50
     return c
@@ -86,9 +89,11 @@ def base_config() -> ml_collections.ConfigDict:
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads ``NAME[:ARG]`` from ``configs/NAME.py`` (or a path to a .py file) and validates it."""
     name, _, arg = spec.partition(":")
-    path = Path(name)
+    path = Path(name).expanduser()
+    if path.suffix == ".py" and not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
     if path.suffix != ".py":
-        path = CONFIG_DIR / f"{name}.py"
+        path = resources.config_dir() / f"{name}.py"
     if not path.is_file():
         known = available_configs()
         hint = difflib.get_close_matches(name, known, n=1)
@@ -106,7 +111,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def available_configs() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+    """Names of the configs shipped with afp_tf (``configs/`` in the repository)."""
+    return sorted(p.stem for p in resources.config_dir().glob("*.py") if not p.stem.startswith("_"))
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
@@ -201,6 +207,15 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check(cfg.orth.beta >= 0, "orth.beta must be >= 0.")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction must be in (0, 1).")
     _check(cfg.data.batch_size > 0, "data.batch_size must be > 0.")
+    _validate_export(cfg.export)
+
+
+def _validate_export(section: ml_collections.ConfigDict) -> None:
+    try:
+        export_checks.parse_formats(section.formats)
+        export_checks.parse_tolerances(section.get("tolerances", ""))
+    except ValueError as e:
+        raise ConfigError(f"export: {e}") from None
 
 
 def prune_options(cfg: ml_collections.ConfigDict) -> PruneOptions:

@@ -258,15 +258,14 @@ class Run:
         results = {}
         for name in ("baseline", "pruned"):
             model = keras.saving.load_model(self.workdir / f"{name}.keras", compile=False)
-            results[name] = export.export_model(
+            results[name] = self.data.task.exporter(
                 model,
                 self.workdir / "export" / name,
                 formats=export.parse_formats(cfg.export.formats),
                 representative=rep_x,
                 val_x=val_x,
                 val_y=val_y,
-                task=cfg.task,
-                anchors=getattr(self.data.task.loss, "anchors", None),
+                tolerances=export.parse_tolerances(cfg.export.tolerances),
             )
         self.state["export"] = {
             "reports": results,

@@ -29,12 +29,16 @@ class Task:
       metrics: a zero-argument factory of fresh Keras metrics (a new set per trainer).
       metric_name: the decision metric, a key of the evaluation dict; higher is better.
       evaluate: optional ``(trainer, dataset) -> dict``; defaults to ``trainer.evaluate``.
+      exporter: writes and verifies the deployable artifacts of a model of this task, called as
+        ``exporter(model, out_dir, formats=, representative=, val_x=, val_y=, tolerances=)``
+        with anything else it needs (a detector's anchors) already bound.
     """
 
     loss: Any
     metrics: Callable[[], list]
     metric_name: str = "accuracy"
     evaluate: Callable[[training.Trainer, tf.data.Dataset], dict] | None = None
+    exporter: Callable[..., dict] | None = None
 
 
 @dataclasses.dataclass
@@ -166,7 +170,7 @@ class Pruner:
 
     def start(self, model: keras.Model, baseline_macs: int, epoch: int = 0) -> PruneState:
         """The initial state of a run from the unpruned (trained) ``model``."""
-        trainer = self.make_trainer(model)
+        trainer = self.make_trainer(model, orth_beta=0.0)  # evaluation only: no penalty to build
         val = self._metric(trainer, "val")
         accept = self._metric(trainer, "accept") if self.accept_data is not None else val
         controller = self.options.controller(accept, baseline_macs, self.margin(accept))

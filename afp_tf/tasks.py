@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from afp_tf import data as data_lib
-from afp_tf import models
+from afp_tf import export, models
 from afp_tf.pruner import Task
 
 # The width-multiplier keyword of each zoo model that has one.
@@ -66,6 +66,7 @@ def _classification(cfg) -> TaskData:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             metric_name="accuracy",
+            exporter=export.export_model,
         ),
         train=data.train,
         val=data.val,

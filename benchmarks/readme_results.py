@@ -128,7 +128,7 @@ def _compare(d: dict) -> str:
         )
     header = ["method", "val %", "test %", "params", "MACs", "MACs ↓", "TFLite ms", "epochs"]
     out.append(_table(header, rows))
-    out.append(f"**Target (issue 6):** {d['target']['verdict']}\n")
+    out.append(f"**Target:** {d['target']['verdict']}\n")
     out += [f"- {note}" for note in d.get("notes", [])]
     out.append("")
     return "\n".join(out)

@@ -112,3 +112,32 @@ def test_split_overrides_both_spellings():
     )
     assert rest == ["prog", "--config", "x"]
     assert overrides == ["prune.tolerance=0.02", "seed=3"]
+
+
+def test_load_config_user_file_path_outside_configs_loads(tmp_path):
+    path = tmp_path / "my_experiment.py"
+    path.write_text(
+        "from afp_tf import config_lib\n\n\n"
+        "def get_config(arg=None):\n"
+        "    c = config_lib.base_config()\n"
+        "    c.name = 'mine'\n"
+        "    return config_lib.with_arg(c, arg)\n"
+    )
+    cfg = config_lib.load_config(f"{path}:quick")
+    assert cfg.name == "mine" and cfg.data.train_subset == 2048
+    with pytest.raises(config_lib.ConfigError, match="does not exist"):
+        config_lib.load_config(str(tmp_path / "missing.py"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("export.tolerances=tflite_int8.max_drop=0.1", "FORMAT.CHECK=VALUE"),
+        ("export.tolerances=onnx.max_rel_diff=-1", "number >= 0"),
+        ("export.formats=onnx,tflite", r"Unknown export format.*'tflite'"),
+    ],
+)
+def test_apply_overrides_bad_export_key_raises(override, message):
+    cfg = config_lib.base_config()
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.apply_overrides(cfg, [override])

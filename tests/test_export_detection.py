@@ -8,13 +8,14 @@ import keras
 import numpy as np
 import pytest
 
-from afp_tf import export
+from afp_tf import resources
 from afp_tf.detection import export as detection_export
 from afp_tf.detection.anchors import default_boxes
+from afp_tf.export_checks import load_runner
 from afp_tf.models.ssd import build_ssd, feature_sizes
 
 SIZE, CLASSES = 64, 4
-post = export.load_runner("detection_postprocess.py")
+post = load_runner("detection_postprocess.py")
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +45,8 @@ def exported(detector, tmp_path_factory):
     meta = {"variances": [0.1, 0.2], "score_threshold": 0.01, "iou_threshold": 0.45}
     y = _pseudo_ground_truth(model, anchors, x, {**meta, "max_detections": 100})
     out = tmp_path_factory.mktemp("det_export")
-    report = export.export_model(
-        model,
-        out,
-        formats="tflite_fp32,onnx",
-        representative=x,
-        val_x=x,
-        val_y=y,
-        task="detection",
-        anchors=anchors,
+    report = detection_export.export_detector(
+        model, out, anchors=anchors, formats="tflite_fp32,onnx", val_x=x, val_y=y
     )
     return out, report
 
@@ -79,7 +73,7 @@ def test_export_detector_tflite_nms_equals_numpy_postprocess(exported, detector)
     model, _, x = detector
     meta = post.load_metadata(out / "model.onnx")
     expected = post.postprocess(model.predict(x[:1], verbose=0), meta)[0]
-    got = export.load_runner("run_tflite.py").load(str(out / "model_fp32_nms.tflite"))
+    got = load_runner("run_tflite.py").load(str(out / "model_fp32_nms.tflite"))
     got = got.predict_all(x[:1])
     n = int(got["num_detections"][0])
     assert n == len(expected["scores"]) > 0
@@ -101,7 +95,7 @@ def test_export_detector_report_says_onnx_postprocessing_is_in_export(exported):
 def test_run_detector_cli_prints_detections_and_latency(exported, artifact):
     out, _ = exported
     proc = subprocess.run(
-        [sys.executable, str(export.DEPLOY_DIR / "run_detector.py"), str(out / artifact)]
+        [sys.executable, str(resources.deploy_dir() / "run_detector.py"), str(out / artifact)]
         + ["--runs", "2", "--warmup", "0"],
         capture_output=True,
         text=True,
@@ -110,14 +104,6 @@ def test_run_detector_cli_prints_detections_and_latency(exported, artifact):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["median_ms"] > 0 and len(result["detections"]["scores"]) > 0
-
-
-def test_export_model_detection_without_anchors_raises(detector, tmp_path):
-    model, _, x = detector
-    with pytest.raises(ValueError, match="needs the detector's anchors"):
-        export.export_model(
-            model, tmp_path, representative=x, val_x=x, val_y=None, task="detection"
-        )
 
 
 def test_export_detector_labels_instead_of_boxes_raises(detector, tmp_path):
