@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 from afp_tf import io_utils, surgery  # noqa: E402
 from afp_tf.surgery import golden  # noqa: E402
@@ -397,6 +397,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="family names to run (default: all)")
     parser.add_argument("--name", default="surgery_coverage", help="result file name")
+    parser.add_argument(
+        "--update", action="store_true", help="with --only: replace those rows of the last run"
+    )
     parser.add_argument("--docs", default="docs/surgery_coverage.md", help="markdown output")
     args = parser.parse_args()
     rows = []
@@ -406,6 +409,10 @@ def main() -> None:
         rows.append(measure(source, family, build))
         r = rows[-1]
         print(family, {k: r.get(k) for k in ("groups", "prunable", "internal_share", "error")})
+    if args.update:  # the other families' rows from the last full run
+        previous = io_utils.read_json(RESULTS / f"{args.name}.json")["families"]
+        fresh = {(r["source"], r["family"]): r for r in rows}
+        rows = [fresh.get((r["source"], r["family"]), r) for r in previous]
     path = write_result(args.name, {"families": rows})
     if args.docs:
         docs = Path(__file__).resolve().parents[1] / args.docs
