@@ -1,5 +1,6 @@
 # afp_tf developer commands. `make run` and `make test` work on a fresh machine:
-# each creates .venv (Python >= 3.10) with the project installed, then does its job.
+# each creates .venv (Python >= 3.10) with afp_tf[dev] installed (every extra, the test
+# tools), then does its job.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +11,7 @@ WORKDIR ?= runs/$(CONFIG)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data run test test-fast lint format bench clean
+.PHONY: setup data run test test-fast lint format wheel clean
 
 setup: $(STAMP)
 
@@ -29,7 +30,7 @@ $(FASHION_MNIST):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 
 run: setup data
-	$(PY) -m afp_tf.main --config $(CONFIG) --workdir $(WORKDIR)
+	$(VENV)/bin/afp-tf --config $(CONFIG) --workdir $(WORKDIR)
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile --timeout 900 -q -p no:cacheprovider
@@ -45,5 +46,9 @@ format: setup
 	$(VENV)/bin/ruff check --fix afp_tf tests export benchmarks configs
 	$(VENV)/bin/ruff format afp_tf tests export benchmarks configs
 
+# The installable wheel (configs/ and export/ inside it as afp_tf.configs, afp_tf.deploy).
+wheel: setup
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build dist

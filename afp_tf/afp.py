@@ -11,10 +11,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import keras
 import numpy as np
 
 NORMALIZATIONS = ("layer_mean", "fan_in", "none")
+COSTS = ("none", "macs")
 
 
 def filter_importance(
@@ -39,7 +39,7 @@ def filter_importance(
             raise ValueError(f"Group {name!r} has no producer weights to measure.")
         total, count = None, 0
         for var, axis in pairs:
-            a = np.abs(np.asarray(keras.ops.convert_to_numpy(var), dtype=np.float64))
+            a = np.abs(np.asarray(_numpy(var), dtype=np.float64))
             if a.ndim == 0:
                 raise ValueError(f"Group {name!r}: a scalar weight has no filter axis.")
             a = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
@@ -55,6 +55,12 @@ def filter_importance(
     return out
 
 
+def _numpy(var: Any) -> np.ndarray:
+    if hasattr(var, "numpy"):
+        return var.numpy()
+    return np.asarray(var)
+
+
 def _normalized(l1: np.ndarray, fan_in: int, mode: str | bool) -> np.ndarray:
     mode = {True: "fan_in", False: "none"}.get(mode, mode)
     if mode == "layer_mean":
@@ -65,6 +71,25 @@ def _normalized(l1: np.ndarray, fan_in: int, mode: str | bool) -> np.ndarray:
     if mode == "none":
         return l1
     raise ValueError(f"normalize={mode!r} is not one of {', '.join(NORMALIZATIONS)}.")
+
+
+def per_cost(
+    importance: Mapping[str, np.ndarray], cost: Mapping[str, float]
+) -> dict[str, np.ndarray]:
+    """Importance per unit of cost: each group's scores divided by its per-filter cost relative
+    to the mean cost of all filters (so a filter that costs 10× the average must be 10× as
+    important to survive the same threshold).
+
+    Args:
+      importance: group name -> importance per filter.
+      cost: group name -> what removing one of its filters saves (e.g. MACs), > 0.
+    """
+    sizes = {k: np.asarray(v).size for k, v in importance.items()}
+    bad = {k: cost.get(k) for k in importance if not (cost.get(k, 0) > 0)}
+    if bad:
+        raise ValueError(f"Every group needs a cost > 0 per filter; got {bad}.")
+    mean = sum(cost[k] * n for k, n in sizes.items()) / max(sum(sizes.values()), 1)
+    return {k: np.asarray(v, dtype=np.float64) * mean / cost[k] for k, v in importance.items()}
 
 
 def select_candidates(

@@ -10,10 +10,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import config_lib, stats, surgery, training
-from afp_tf.pruner import Pruner, PruneState, Task, filters_per_group, make_controller
+from afp_tf import prc, stats, surgery, training
+from afp_tf.options import PruneOptions
+from afp_tf.pruner import Pruner, Task, filters_per_group
 
-# Keys of the ``prune`` config section that only the main job uses (it fine-tunes and sets the
+# PruneOptions fields that only the main job uses (it fine-tunes and sets the
 # learning rate itself); ``prune()`` takes the optimizer from the model instead.
 _PIPELINE_ONLY = ("enabled", "finetune_epochs", "learning_rate")
 
@@ -55,6 +56,7 @@ def prune(
     train_data,
     val_data=None,
     *,
+    accept_data=None,
     tolerance: float = 0.01,
     relative: bool = False,
     metric: str | keras.metrics.Metric | None = None,
@@ -73,7 +75,10 @@ def prune(
       model: a functional Keras model, trained; it is not modified. Its compiled loss, first
         metric and optimizer are used unless given here.
       train_data: a batched ``tf.data.Dataset`` of ``(x, y)`` or a tuple of arrays ``(x, y)``.
-      val_data: the same for validation; every decision is taken on it. Required.
+      val_data: the same for validation: recovery training stops early on it, and without
+        ``accept_data`` every decision is taken on it too. Required.
+      accept_data: optional held-out data for accept/reject decisions only (never trained or
+        early-stopped on), which keeps the tolerance honest on unseen data.
       tolerance: accepted drop of the metric (absolute, e.g. 0.01 = one point; or a fraction of
         the baseline with ``relative=True``).
       metric: decision metric (higher is better); default: the model's first compiled metric.
@@ -83,8 +88,8 @@ def prune(
       strategy: a ``tf.distribute`` strategy; ``model`` must have been built under its scope.
       orth_beta: strength of the orthogonality regulariser (0 = off).
       progress: show progress bars.
-      **prune_options: any key of the ``prune`` config section (``p_max``, ``penalty_epochs``,
-        ``recovery_epochs``, ``max_rounds``, ``rule``, ...).
+      **prune_options: any field of ``afp_tf.options.PruneOptions`` (``p_max``,
+        ``penalty_epochs``, ``recovery_epochs``, ``max_rounds``, ``rule``, ...).
 
     Returns:
       A :class:`PruneResult`; ``result.model`` never scores below the floor on ``val_data``.
@@ -96,17 +101,13 @@ def prune(
     """
     if val_data is None:
         raise ValueError("val_data is required: pruning decisions are taken on a validation set.")
-    cfg = config_lib.base_config()
-    cfg.prune.tolerance = tolerance
-    cfg.prune.relative = relative
-    valid = sorted(k for k in cfg.prune if k not in _PIPELINE_ONLY)
-    for key, value in prune_options.items():
+    valid = sorted(f for f in PruneOptions().to_dict() if f not in _PIPELINE_ONLY)
+    for key in prune_options:
         if key not in valid:
             raise TypeError(
                 f"prune() got an unknown option {key!r}; valid options: {', '.join(valid)}."
             )
-        cfg.prune[key] = value
-    config_lib.validate(cfg)
+    options = PruneOptions(tolerance=tolerance, relative=relative, **prune_options)
     surgery.find_channel_groups(model)  # a clear SurgeryError for models it cannot handle
     strategy = strategy or tf.distribute.get_strategy()
     task = _task_from_model(model, loss, metric)
@@ -114,12 +115,16 @@ def prune(
     rank = len(model.inputs[0].shape)
     train_ds, global_batch = _as_dataset(train_data, batch_size, rank, shuffle=True)
     val_ds, _ = _as_dataset(val_data, batch_size, rank, shuffle=False)
+    accept_ds = None
+    if accept_data is not None:
+        accept_ds, _ = _as_dataset(accept_data, batch_size, rank, shuffle=False)
 
     pruner = Pruner(
-        prune_cfg=cfg.prune,
+        options=options,
         task=task,
         train_data=train_ds,
         val_data=val_ds,
+        accept_data=accept_ds,
         strategy=strategy,
         optimizer_factory=make_optimizer,
         global_batch_size=global_batch,
@@ -127,10 +132,10 @@ def prune(
         steps_per_epoch=steps_per_epoch,
         progress=progress,
     )
-    baseline = float(pruner.evaluate(pruner.make_trainer(model))[task.metric_name])
     stats_before = stats.model_stats(model)
-    controller = make_controller(cfg.prune, baseline, stats_before.macs)
-    state = PruneState(controller=controller.to_dict(), metric=baseline)
+    state = pruner.start(model, stats_before.macs)
+    baseline = state.metric
+    controller = prc.PruningRateController.from_dict(state.controller)
     pruned, state = pruner.run(model, state)
     with strategy.scope():
         if pruned is model:  # nothing accepted: still hand back a separate, plain copy

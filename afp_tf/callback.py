@@ -15,6 +15,20 @@ from absl import logging
 
 from afp_tf import afp, prc, regularizers, surgery
 from afp_tf.api import compile_like
+from afp_tf.options import PruneOptions
+
+_SELECTION = (
+    "p_max",
+    "p_min",
+    "lambda_max",
+    "rule",
+    "importance",
+    "min_filters",
+    "round_to",
+    "max_group_fraction",
+    "delta_w",
+    "delta_lambda",
+)
 
 
 class _FilterPenalty(keras.regularizers.Regularizer):
@@ -50,9 +64,11 @@ class AFPCallback(keras.callbacks.Callback):
       tolerance: accepted drop of ``monitor`` from its value after ``warmup_epochs`` (absolute).
       monitor: the validation metric in the epoch logs (higher is better).
       warmup_epochs: epochs of plain (orthogonality-regularised) training before selection.
-      p_max, lambda_max, rule, min_filters: as in the ``prune`` config section.
-      max_group_fraction: most of a group's filters one selection may take.
       orth_beta: orthogonality strength (0 = off).
+      **options: fields of ``afp_tf.options.PruneOptions`` that apply to selection
+        (``p_max``, ``p_min``, ``lambda_max``, ``rule``, ``importance``, ``min_filters``,
+        ``round_to``, ``max_group_fraction``, ``delta_w``, ``delta_lambda``); each epoch is
+        reported to the controller as a round (accepted while the floor holds).
 
     Attributes:
       candidates: group name -> filter indices selected at the last epoch end.
@@ -66,19 +82,19 @@ class AFPCallback(keras.callbacks.Callback):
         tolerance: float = 0.01,
         monitor: str = "val_accuracy",
         warmup_epochs: int = 1,
-        p_max: float = 0.2,
-        lambda_max: float = 1e-3,
-        rule: str = "scale_free",
-        min_filters: int = 1,
-        max_group_fraction: float = 0.5,
         orth_beta: float = 1e-3,
+        **options,
     ):
         super().__init__()
         if warmup_epochs < 1:
             raise ValueError(f"warmup_epochs must be >= 1 (the baseline), got {warmup_epochs}.")
+        unknown = sorted(set(options) - set(_SELECTION))
+        if unknown:
+            raise TypeError(
+                f"AFPCallback got an unknown option {unknown[0]!r}; valid: {', '.join(_SELECTION)}."
+            )
+        self.options = PruneOptions(tolerance=tolerance, **options)
         self.tolerance, self.monitor, self.warmup_epochs = tolerance, monitor, warmup_epochs
-        self.p_max, self.lambda_max, self.rule = p_max, lambda_max, rule
-        self.min_filters, self.max_group_fraction = min_filters, max_group_fraction
         self.orth_beta = orth_beta
         self.controller: prc.PruningRateController | None = None
         self.candidates: dict[str, list[int]] = {}
@@ -90,6 +106,8 @@ class AFPCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         groups = [g for g in surgery.find_channel_groups(self.model) if g.prunable]
         self._weights = {g.name: surgery.filter_weights(self.model, g) for g in groups}
+        self._filters = sum(g.size for g in groups)
+        self.controller, self._last = None, None
         self._strength = tf.Variable(0.0, trainable=False, name="afp_strength")
         self._masks = {
             g.name: tf.Variable(tf.zeros([g.size]), trainable=False, name=f"afp_mask_{i}")
@@ -115,24 +133,27 @@ class AFPCallback(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         if epoch + 1 < self.warmup_epochs:
             return
+        opts = self.options
         if self.controller is None:
-            self.controller = prc.PruningRateController(
-                baseline=value,
-                tolerance=self.tolerance,
-                rule=self.rule,
-                p_max=self.p_max,
-                lambda_max=self.lambda_max,
+            self.controller = opts.controller(value, baseline_macs=1)
+        else:  # the epoch with the last candidates penalised was a round
+            penalised = sum(map(len, self.candidates.values())) / max(self._filters, 1)
+            outcome = "accepted" if self.controller.meets_floor(value) else "failed"
+            self.controller.observe(
+                outcome, before=self._last, metric=value, removed_fraction=penalised
             )
+        self._last = value
         self.removal = self.candidates if self.controller.meets_floor(value) else {}
         plan = self.controller.plan(value)
         self.candidates = {}
         if not plan.recover_only:
             self.candidates = afp.select_candidates(
-                afp.filter_importance(self._weights),
+                afp.filter_importance(self._weights, normalize=opts.importance),
                 quantile=plan.quantile,
                 threshold=plan.threshold,
-                min_filters=self.min_filters,
-                max_fraction=self.max_group_fraction,
+                min_filters=opts.min_filters,
+                round_to=opts.round_to,
+                max_fraction=opts.max_group_fraction,
             )
         self._strength.assign(plan.strength)
         for name, mask in self._masks.items():

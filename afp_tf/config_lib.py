@@ -13,13 +13,12 @@ from pathlib import Path
 
 import ml_collections
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from afp_tf import export_checks, resources
+from afp_tf.options import PruneOptions
+
 DEFAULT_CONFIG = "lenet5_fashion_mnist"
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
-RULES = ("scale_free", "linear", "fixed")
-REMOVAL_MODES = ("all", "decayed")
-IMPORTANCE_MODES = ("layer_mean", "fan_in", "none")
 
 
 class ConfigError(ValueError):
@@ -44,8 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tfds_data_dir = ""
     c.data.download = True
     c.data.val_fraction = 0.1
+    # Held out of training like val, for accept/reject decisions only (0 = decide on val).
+    c.data.accept_fraction = 0.0
     c.data.train_subset = 0
     c.data.val_subset = 0
+    c.data.accept_subset = 0
     c.data.test_subset = 0
     c.data.batch_size = 128
     c.data.eval_batch_size = 256
@@ -70,34 +72,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.orth.beta = 1e-3  # strength of the orthogonality regulariser; 0 turns it off
     c.orth.during_baseline = True
 
-    c.prune = ml_collections.ConfigDict()
-    c.prune.enabled = True
-    c.prune.tolerance = 0.01  # accepted drop of the validation metric (absolute, or relative)
-    c.prune.relative = False
-    c.prune.rule = "scale_free"  # scale_free | linear (the paper's)
-    c.prune.p_max = 0.2  # largest fraction of the prunable filters a round may target
-    c.prune.lambda_max = 1e-3  # largest targeted-l1 strength
-    c.prune.delta_w = 0.5  # linear rule: W_t = delta_w * R_t
-    c.prune.delta_lambda = 0.05  # linear rule: lambda_t = delta_lambda * R_t
-    c.prune.penalty_epochs = 1  # k: epochs of targeted-l1 training per round
-    c.prune.recovery_epochs = 2  # r: most epochs of recovery training per round
-    c.prune.recovery_margin = 0.5  # recover up to floor + margin * tolerance when r allows
-    c.prune.max_rounds = 20
-    c.prune.macs_target = 0.0  # stop once MACs <= this fraction of the baseline; 0 = off
-    c.prune.min_filters = 1
-    c.prune.round_to = 1  # keep filter counts multiples of this (hardware rounding)
-    c.prune.importance = "layer_mean"  # layer_mean | fan_in | none (see afp.filter_importance)
-    c.prune.max_group_fraction = 0.5  # most of a group one round may remove
-    c.prune.removal = "all"  # all | decayed
-    c.prune.decay_fraction = 0.5
-    c.prune.finetune_epochs = 2  # final fine-tune: cosine-decayed LR, best validation epoch kept
-    c.prune.max_failures = 2  # failed rounds (reverted, controller backs off) before stopping
-    c.prune.max_nonfinite_retries = 2
-    c.prune.learning_rate = 0.0  # 0 = train.learning_rate
+    # Every pruning default lives in options.PruneOptions (documented there).
+    c.prune = ml_collections.ConfigDict(PruneOptions().to_dict())
 
     c.export = ml_collections.ConfigDict()
     c.export.enabled = True
     c.export.formats = "all"  # comma-separated format names, or "all"
+    # FORMAT.CHECK=VALUE,... replacing a check's threshold, e.g. tflite_int8.max_metric_drop=0.02
+    # (CHECK: max_rel_diff | max_metric_drop; VALUE: a number or none); see docs/export.md
+    c.export.tolerances = ""
     c.export.samples = 256
     c.export.latency_runs = 50
     return c
@@ -106,9 +89,11 @@ def base_config() -> ml_collections.ConfigDict:
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads ``NAME[:ARG]`` from ``configs/NAME.py`` (or a path to a .py file) and validates it."""
     name, _, arg = spec.partition(":")
-    path = Path(name)
+    path = Path(name).expanduser()
+    if path.suffix == ".py" and not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
     if path.suffix != ".py":
-        path = CONFIG_DIR / f"{name}.py"
+        path = resources.config_dir() / f"{name}.py"
     if not path.is_file():
         known = available_configs()
         hint = difflib.get_close_matches(name, known, n=1)
@@ -126,7 +111,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def available_configs() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+    """Names of the configs shipped with afp_tf (``configs/`` in the repository)."""
+    return sorted(p.stem for p in resources.config_dir().glob("*.py") if not p.stem.startswith("_"))
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
@@ -208,41 +194,40 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     """
     missing = [k for k in base_config().keys() if k not in cfg]  # noqa: SIM118
     _check(not missing, f"Config is missing sections {missing}; start it from base_config().")
-    p = cfg.prune
     _check_choice("train.strategy", cfg.train.strategy, STRATEGIES)
-    _check_choice("prune.rule", p.rule, RULES)
-    _check_choice("prune.removal", p.removal, REMOVAL_MODES)
-    _check_choice("prune.importance", p.importance, IMPORTANCE_MODES)
+    prune_options(cfg)
+    _check(0 <= cfg.data.accept_fraction < 1, "data.accept_fraction must be in [0, 1).")
     _check(
-        0 < p.max_group_fraction <= 1,
-        f"prune.max_group_fraction={p.max_group_fraction} must be in (0, 1].",
+        cfg.data.val_fraction + cfg.data.accept_fraction < 1,
+        "data.val_fraction + data.accept_fraction must be < 1 (the rest is trained on).",
     )
-    if p.relative:
-        _check(
-            0 < p.tolerance < 1, f"prune.tolerance={p.tolerance} must be in (0, 1) when relative."
-        )
-    else:
-        _check(
-            0 < p.tolerance < 1,
-            f"prune.tolerance={p.tolerance} must be in (0, 1): an absolute drop of the metric "
-            "(0.01 = one point of accuracy or mAP).",
-        )
-    _check(0 < p.p_max <= 1, f"prune.p_max={p.p_max} must be in (0, 1].")
-    _check(p.lambda_max >= 0, f"prune.lambda_max={p.lambda_max} must be >= 0.")
-    _check(p.max_rounds >= 0, f"prune.max_rounds={p.max_rounds} must be >= 0.")
-    _check(0 <= p.macs_target < 1, f"prune.macs_target={p.macs_target} must be in [0, 1).")
-    _check(0 <= p.recovery_margin <= 1, f"prune.recovery_margin={p.recovery_margin} not in [0, 1].")
-    _check(p.min_filters >= 1, f"prune.min_filters={p.min_filters} must be >= 1.")
-    _check(p.round_to >= 1, f"prune.round_to={p.round_to} must be >= 1.")
-    _check(0 < p.decay_fraction <= 1, f"prune.decay_fraction={p.decay_fraction} not in (0, 1].")
-    for key in ("penalty_epochs", "recovery_epochs", "finetune_epochs"):
-        _check(p[key] >= 0, f"prune.{key}={p[key]} must be >= 0.")
     _check(cfg.model.width > 0, f"model.width={cfg.model.width} must be > 0.")
     _check(cfg.train.learning_rate > 0, "train.learning_rate must be > 0.")
     _check(cfg.train.baseline_epochs >= 0, "train.baseline_epochs must be >= 0.")
     _check(cfg.orth.beta >= 0, "orth.beta must be >= 0.")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction must be in (0, 1).")
     _check(cfg.data.batch_size > 0, "data.batch_size must be > 0.")
+    _validate_export(cfg.export)
+
+
+def _validate_export(section: ml_collections.ConfigDict) -> None:
+    try:
+        export_checks.parse_formats(section.formats)
+        export_checks.parse_tolerances(section.get("tolerances", ""))
+    except ValueError as e:
+        raise ConfigError(f"export: {e}") from None
+
+
+def prune_options(cfg: ml_collections.ConfigDict) -> PruneOptions:
+    """The typed pruning options of ``cfg.prune``.
+
+    Raises:
+      ConfigError: naming the ``prune.`` key, the bad value and the accepted range.
+    """
+    try:
+        return PruneOptions.from_mapping(cfg.prune.to_dict())
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"prune.{e}") from None
 
 
 def quick(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -314,6 +299,28 @@ def cifar10_config(model: str, *, learning_rate: float, weight_decay: float):
     return c
 
 
+def fashion_mnist32_config(model: str, *, learning_rate: float, weight_decay: float):
+    """A CIFAR-form network on Fashion-MNIST padded to 32×32, subsets sized for a shared CPU."""
+    c = base_config()
+    c.name = f"{model}_fashion_mnist"
+    c.model.name = model
+    c.data.name = "fashion_mnist"
+    c.data.image_size = 32
+    c.data.augment = False
+    c.data.accept_fraction = 0.1
+    c.data.train_subset = 8000
+    c.data.val_subset = 3000
+    c.data.test_subset = 5000
+    c.data.batch_size = 64
+    c.train.learning_rate = learning_rate
+    c.train.weight_decay = weight_decay
+    c.train.baseline_epochs = 10
+    c.prune.p_max = 0.3
+    c.prune.recovery_epochs = 2
+    c.prune.finetune_epochs = 2
+    return c
+
+
 def lenet5_config(dataset: str):
     """LeNet-5 (Caffe form) on an MNIST-family dataset, tolerance 1 point: CPU-sized."""
     c = base_config()
@@ -321,13 +328,13 @@ def lenet5_config(dataset: str):
     c.model.name = "lenet5"
     c.data.name = dataset
     c.data.augment = False
+    c.data.accept_fraction = 0.1  # decisions on 6,000 images recovery never sees
     c.train.learning_rate = 0.02
     c.train.baseline_epochs = 10
     c.prune.tolerance = 0.01
     c.prune.p_max = 0.3
     c.prune.learning_rate = 0.005  # gentler than the baseline's: recovery near the floor
     c.prune.recovery_epochs = 4
-    c.prune.max_failures = 3
     c.prune.max_rounds = 20
     c.prune.finetune_epochs = 3
     return c

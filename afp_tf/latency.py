@@ -1,7 +1,8 @@
 """Batch-1 latency of exported artifacts, each timed by its deploy runner in a subprocess.
 
-The runner (``export/run_*.py``) loads nothing but numpy and its runtime, so the numbers are what
-a deployment would see, not what a process with TensorFlow and Keras loaded would.
+The runner (``export/run_*.py``, installed as ``afp_tf.deploy``) loads nothing but numpy and
+its runtime, so the numbers are what a deployment would see, not what a process with
+TensorFlow and Keras loaded would.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from afp_tf import io_utils
-from afp_tf.export import DEPLOY_DIR, FORMATS, REPORT_NAME, ExportError
+from afp_tf import io_utils, resources
+from afp_tf.export_checks import FORMATS, REPORT_NAME, ExportError
 
 
 def measure_latency(
@@ -44,7 +45,7 @@ def measure_latency(
             )
         runner = fmt.runner
     flags = {"runs": runs, "warmup": warmup, "threads": threads, "batch": batch}
-    cmd = [sys.executable, str(DEPLOY_DIR / runner), str(path)]
+    cmd = [sys.executable, str(resources.deploy_dir() / runner), str(path)]
     cmd += [f"--{k}={v}" for k, v in flags.items()]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

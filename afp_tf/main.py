@@ -1,8 +1,11 @@
-"""Command line: ``python -m afp_tf.main --config NAME[:ARG] --workdir DIR [--config.a.b=V ...]``.
+"""Command line: ``afp-tf --config NAME[:ARG] --workdir DIR [--config.a.b=V ...] [-v 1]``.
 
-``NAME`` is a file in ``configs/`` (or a path to one); ``ARG`` is passed to its ``get_config``
-(``:quick`` gives a smoke-sized run). Without ``--config`` the default experiment runs.
-Re-running the same command on the same workdir resumes an interrupted run.
+(``afp-tf`` is ``python -m afp_tf.main``.) ``NAME`` is a config shipped with afp_tf (the
+repository's ``configs/``) or the path of your own ``.py`` config file; ``ARG`` is passed to its
+``get_config`` (``:quick`` gives a smoke-sized run). Without ``--config`` the default
+experiment runs. Re-running the same command on the same workdir resumes an interrupted run.
+The terminal shows one line per epoch and per round and the summary; ``-v 1`` shows every
+library's log as well, and the full log is always in ``WORKDIR/afp_tf.log``.
 """
 
 from __future__ import annotations
@@ -10,11 +13,10 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from afp_tf import config_lib  # noqa: E402
+from afp_tf import config_lib, console, extras
+from afp_tf.export_checks import ExportError
 
 _CONFIG = flags.DEFINE_string(
     "config", config_lib.DEFAULT_CONFIG, "Experiment: NAME[:ARG] from configs/, or a .py path."
@@ -55,20 +57,30 @@ def _main(argv: list[str]) -> int:
         cfg = config_lib.load_config(_CONFIG.value)
         config_lib.apply_overrides(cfg, getattr(_parse, "overrides", []))
     except config_lib.ConfigError as e:
-        logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    workdir = _WORKDIR.value or os.path.join("runs", _CONFIG.value.partition(":")[0])
-    from afp_tf import pipeline, report  # noqa: PLC0415 - keeps --help fast
+    name = os.path.splitext(os.path.basename(_CONFIG.value.partition(":")[0]))[0]
+    workdir = _WORKDIR.value or os.path.join("runs", name)
+    try:
+        log = console.setup(workdir, flags.FLAGS.verbosity)
+    except OSError as e:
+        print(
+            f"error: Cannot write to workdir {os.path.abspath(workdir)}: {e.strerror}. Choose "
+            "another --workdir or fix its permissions.",
+            file=sys.stderr,
+        )
+        return 1
+    # TensorFlow is imported from here on, after the console is set up.
+    from afp_tf import pipeline, report  # noqa: PLC0415
     from afp_tf.data import DatasetError  # noqa: PLC0415
 
     try:
         summary = pipeline.run(cfg, workdir)
-    except (pipeline.RunError, DatasetError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
+    except (pipeline.RunError, DatasetError, ExportError, extras.MissingExtraError) as e:
+        logging.error("%s (log: %s)", e, log)
         return 1
     print(report.summary_table(summary))
+    print(f"log: {log}")
     return 0
 
 

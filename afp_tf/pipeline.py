@@ -6,6 +6,7 @@ resumes at the phase (and epoch or round) where the last run stopped.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import checkpoint, io_utils, prc, report, stats, tracking, training
-from afp_tf.pruner import Pruner, PruneState, filters_per_group, make_controller
+from afp_tf import checkpoint, config_lib, io_utils, prc, report, stats, tracking, training
+from afp_tf.pruner import Pruner, PruneState, filters_per_group
 from afp_tf.tasks import TaskData, load_task
 
 PHASES = ("baseline", "pruning", "finetune", "export", "done")
@@ -90,10 +91,13 @@ class Run:
     def _make_pruner(self) -> Pruner:
         cfg, data = self.cfg, self.data
         return Pruner(
-            prune_cfg=cfg.prune,
+            options=config_lib.prune_options(cfg),
             task=data.task,
-            train_data=data.train,
+            train_data=data.train_for_epoch or data.train,
             val_data=data.val,
+            accept_data=data.accept,
+            accept_size=data.accept_size,
+            seed=cfg.seed,
             strategy=self.strategy,
             optimizer_factory=lambda: make_optimizer(cfg),
             global_batch_size=cfg.data.batch_size,
@@ -118,7 +122,10 @@ class Run:
         val = self.pruner.evaluate(trainer)[name]
         test_eval = self.data.task.evaluate or (lambda tr, ds: tr.evaluate(ds))
         test = test_eval(trainer, self.data.test)[name]
-        return {"val": float(val), "test": float(test)}
+        out = {"val": float(val), "test": float(test)}
+        if self.data.accept is not None:  # the decision metric
+            out["accept"] = float(self.pruner.evaluate(trainer, "accept")[name])
+        return out
 
     def _save(self, phase: str, model: keras.Model, optimizer=None, tag: str = "latest") -> None:
         self.state["phase"] = phase
@@ -165,17 +172,15 @@ class Run:
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "baseline.keras")
         state["baseline"] = _describe(model, metrics)
-        controller = make_controller(cfg.prune, metrics["val"], state["baseline"]["macs"])
-        state["prune"] = PruneState(
-            controller=controller.to_dict(), metric=metrics["val"], epoch=state["epoch"]
-        ).to_dict()
+        pstate = self.pruner.start(model, state["baseline"]["macs"], epoch=state["epoch"])
+        state["prune"] = pstate.to_dict()
         logging.info(
             "Baseline: val %.4f, test %.4f, %s params, %s MACs; floor %.4f.",
             metrics["val"],
             metrics["test"],
             f"{state['baseline']['params']:,}",
             f"{state['baseline']['macs']:,}",
-            controller.floor,
+            prc.PruningRateController.from_dict(pstate.controller).floor,
         )
         self._save("pruning", model, tag="baseline")
 
@@ -200,7 +205,7 @@ class Run:
             model = self.store.load_model(state)
         pstate = PruneState.from_dict(state["prune"])
         controller = prc.PruningRateController.from_dict(pstate.controller)
-        before = pstate.metric
+        before = pstate.val_metric if math.isfinite(pstate.val_metric) else pstate.metric
         if cfg.prune.finetune_epochs and pstate.round:
             with self.strategy.scope():
                 tuned = keras.models.clone_model(model)
@@ -221,18 +226,26 @@ class Run:
                 )
             except training.NonFiniteLossError as e:
                 logging.warning("Fine-tuning stopped: %s; keeping its best epoch so far.", e)
-            if best["weights"] is not None and controller.meets_floor(best["metric"]):
+            if best["weights"] is not None:
                 tuned.set_weights(best["weights"])
+            decision = self.pruner.evaluate(self.pruner.make_trainer(tuned), "accept")
+            if best["weights"] is not None and controller.meets_floor(
+                float(decision[self.data.task.metric_name])
+            ):
                 model = tuned
                 logging.info("Fine-tuning: validation %.4f -> %.4f.", before, best["metric"])
             else:
                 logging.info("Fine-tuning did not improve %.4f; kept the model before it.", before)
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "pruned.keras")
+        decision = metrics.get("accept", metrics["val"])
+        split = "acceptance (held out of all training and early stopping)"
         state["pruned"] = {
             **_describe(model, metrics),
             "floor": controller.floor,
-            "meets_floor": bool(controller.meets_floor(metrics["val"])),
+            "accept_floor": controller.accept_floor,
+            "meets_floor": bool(controller.meets_floor(decision)),
+            "guarantee": controller.guarantee(decision, split if "accept" in metrics else "val"),
         }
         self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
 
@@ -245,15 +258,14 @@ class Run:
         results = {}
         for name in ("baseline", "pruned"):
             model = keras.saving.load_model(self.workdir / f"{name}.keras", compile=False)
-            results[name] = export.export_model(
+            results[name] = self.data.task.exporter(
                 model,
                 self.workdir / "export" / name,
                 formats=export.parse_formats(cfg.export.formats),
                 representative=rep_x,
                 val_x=val_x,
                 val_y=val_y,
-                task=cfg.task,
-                anchors=getattr(self.data.task.loss, "anchors", None),
+                tolerances=export.parse_tolerances(cfg.export.tolerances),
             )
         self.state["export"] = {
             "reports": results,

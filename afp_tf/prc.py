@@ -1,23 +1,29 @@
-"""The pruning rate controller (PRC, ALGORITHM.md step 1, 5 and 6). Pure Python.
+"""The pruning rate controller (PRC, docs/method.md): how hard a round prunes, when to stop.
 
-The PRC turns the remaining error budget ``R_t = A_t − floor`` into how hard the next round may
-prune, and says when to stop. Three rules:
+The PRC turns the remaining error budget ``R_t = A_t − accept_floor`` into the fraction of the
+prunable filters the next round targets, and owns every count that decides a stop. Rules:
 
-* ``"scale_free"`` (default): prune the ``p_t = p_max · min(1, R_t / ε)`` quantile of filter
-  importances, with ℓ1 strength ``λ_t = λ_max · min(1, R_t / ε)``;
-* ``"linear"`` (the paper's): threshold ``W_t = δ_w · R_t`` on importances and
-  ``λ_t = δ_λ · R_t`` (unclamped);
-* ``"fixed"`` (the ablation without a controller): ``p_t = p_max`` and ``λ_t = λ_max`` whenever
-  ``R_t > 0``, however much of the budget is left (the backoff below still applies).
+* ``"adaptive"`` (default): aim each round at half of the remaining budget, using what the last
+  attempt cost: ``p_t = clip(R_t / (2 · c), p_min, p_max)`` with ``c`` the measured drop of the
+  decision metric per fraction of filters removed (``p_max`` before anything was measured, or
+  when removal cost nothing), and never more than twice the fraction the last accepted round
+  removed (a free small round is weak evidence); ``λ_t = λ_max · p_t / p_max``;
+* ``"scale_free"``: ``p_t = p_max · min(1, R_t / ε')``, ``λ_t = λ_max · min(1, R_t / ε')``;
+* ``"linear"`` (the paper's): threshold ``W_t = δ_w · R_t`` on importances, ``λ_t = δ_λ · R_t``;
+* ``"fixed"`` (the ablation without a controller): ``p_t = p_max``, ``λ_t = λ_max``.
 
-``ε`` here is always the absolute budget ``E − floor``. When ``R_t ≤ 0`` the round is recovery
-only (no candidates, ``λ = 0``).
+``ε`` is the absolute budget ``E − floor``; ``margin`` (e.g. a standard error of the decision
+metric) raises the floor a round must meet to ``accept_floor = floor + margin``, leaving
+``ε' = ε − margin`` to spend. When ``R_t ≤ 0`` the round is recovery only.
 
-Backoff: :meth:`PruningRateController.backoff` (after a non-finite loss or a failed round)
-multiplies a persistent ``scale`` by ``factor``; ``scale`` multiplies ``p_t`` (or ``W_t``) and
-``λ_t`` of every later plan (recovery-only plans stay at zero). Each round observed as recovered
-then doubles ``scale`` back up, capped at 1, so the controller creeps back to full speed: one good
-round undoes one default (0.5) backoff.
+Failures: a failed round (recovery missed ``accept_floor``) or a non-finite loss is rolled back
+by the caller and reported with :meth:`PruningRateController.observe`; it halves a persistent
+``scale`` that multiplies ``p_t`` (or ``W_t``) and ``λ_t``, so the retry targets the least
+important half of what failed (the same model, the same ranking: a bisection of the candidate
+set), and it doubles the retry's recovery (:meth:`recovery_epochs`). An accepted round doubles
+``scale`` back (capped at 1) and resets the consecutive-failure count. Pruning stops after
+``max_failures`` consecutive failed rounds, more than ``max_nonfinite`` consecutive non-finite
+ones, a round without candidates, the MACs target or ``max_rounds`` attempts.
 """
 
 from __future__ import annotations
@@ -27,8 +33,16 @@ import difflib
 import math
 from typing import Any
 
-RULES = ("scale_free", "linear", "fixed")
-STOP_REASONS = ("recovery failed", "no candidates", "macs target", "round budget")
+RULES = ("adaptive", "scale_free", "linear", "fixed")
+OUTCOMES = ("accepted", "failed", "no candidates", "non-finite")
+STOP_REASONS = (
+    "recovery failed",
+    "no candidates left",
+    "macs target",
+    "round budget",
+    "non-finite loss persisted",
+)
+_BACKOFF = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +50,8 @@ class RoundPlan:
     """What the next round may do.
 
     Attributes:
-      remaining: ``R_t = A_t − floor``.
-      quantile: scale-free and fixed rules: fraction of the prunable filters to target (0 when
+      remaining: ``R_t = A_t − accept_floor``.
+      quantile: all rules but linear: fraction of the prunable filters to target (0 when
         recovering); None under the linear rule.
       threshold: linear rule: absolute importance threshold ``W_t`` (0 when recovering); None
         under the other rules.
@@ -56,18 +70,20 @@ class PruningRateController:
     """Sets the pruning rate of each round from the remaining tolerance; decides when to stop.
 
     Args:
-      baseline: ``E``, the validation metric of the unpruned model (higher is better).
+      baseline: ``E``, the decision metric of the unpruned model (higher is better).
       tolerance: ``ε``, the accepted drop: absolute (0 < ε < E) or, with ``relative``, a fraction
         of ``E`` in (0, 1).
       relative: interpret ``tolerance`` as a fraction of ``baseline``.
-      rule: ``"scale_free"``, ``"linear"`` or ``"fixed"`` (see module docstring).
+      rule: one of ``RULES`` (see module docstring).
       p_max: largest fraction of the remaining prunable filters one round may target, in (0, 1].
-      lambda_max: largest ℓ1 strength (scale-free and fixed rules), >= 0.
-      delta_w: linear rule, ``W_t = delta_w · R_t`` (> 0).
-      delta_lambda: linear rule, ``λ_t = delta_lambda · R_t`` (>= 0).
-      max_rounds: round budget (>= 0; 0 stops at once).
-      macs_target: stop once a round's MACs are at or below this (absolute MACs); None = off.
-      max_failed_recoveries: stop after this many rounds whose recovery missed the floor (>= 1).
+      p_min: adaptive rule: smallest fraction a round targets before backoff, in (0, p_max].
+      lambda_max: largest ℓ1 strength (all rules but linear), >= 0.
+      delta_w, delta_lambda: linear rule, ``W_t = delta_w · R_t``, ``λ_t = delta_lambda · R_t``.
+      max_rounds: most rounds attempted, accepted or not (>= 0; 0 stops at once).
+      macs_target: stop once the model's MACs are at or below this (absolute); None = off.
+      margin: absolute safety margin added to the floor for accepting a round, in [0, ε).
+      max_failures: stop after this many consecutive failed rounds (>= 1).
+      max_nonfinite: stop after more than this many consecutive non-finite rounds (>= 0).
     """
 
     def __init__(
@@ -76,14 +92,17 @@ class PruningRateController:
         tolerance: float,
         *,
         relative: bool = False,
-        rule: str = "scale_free",
+        rule: str = "adaptive",
         p_max: float = 0.2,
+        p_min: float = 0.02,
         lambda_max: float = 1e-3,
         delta_w: float = 0.5,
         delta_lambda: float = 0.05,
         max_rounds: int = 20,
         macs_target: float | None = None,
-        max_failed_recoveries: int = 1,
+        margin: float = 0.0,
+        max_failures: int = 3,
+        max_nonfinite: int = 2,
     ):
         _check(math.isfinite(baseline), f"baseline metric must be finite, got {baseline}.")
         if relative:
@@ -105,40 +124,46 @@ class PruningRateController:
                 + f" Choose one of {', '.join(RULES)}."
             )
         _check(0 < p_max <= 1, f"p_max must be in (0, 1], got {p_max}.")
+        _check(0 < p_min <= p_max, f"p_min must be in (0, p_max={p_max}], got {p_min}.")
         _check(lambda_max >= 0, f"lambda_max must be >= 0, got {lambda_max}.")
         _check(delta_w > 0, f"delta_w must be > 0, got {delta_w}.")
         _check(delta_lambda >= 0, f"delta_lambda must be >= 0, got {delta_lambda}.")
-        _check(
-            isinstance(max_rounds, int) and max_rounds >= 0,
-            f"max_rounds must be an int >= 0, got {max_rounds!r}.",
-        )
+        _check(_is_int(max_rounds, 0), f"max_rounds must be an int >= 0, got {max_rounds!r}.")
         _check(
             macs_target is None or macs_target > 0,
             f"macs_target must be > 0 MACs or None (off), got {macs_target}.",
         )
+        _check(_is_int(max_failures, 1), f"max_failures must be an int >= 1, got {max_failures!r}.")
         _check(
-            isinstance(max_failed_recoveries, int) and max_failed_recoveries >= 1,
-            f"max_failed_recoveries must be an int >= 1, got {max_failed_recoveries!r}.",
+            _is_int(max_nonfinite, 0), f"max_nonfinite must be an int >= 0, got {max_nonfinite!r}."
         )
         self.baseline = float(baseline)
         self.tolerance = float(tolerance)
         self.relative = bool(relative)
+        _check(
+            0 <= margin < self.budget,
+            f"margin={margin:.4g} must be in [0, tolerance={self.budget:.4g}): the decision "
+            "metric is too noisy for this tolerance; use a larger acceptance split, a larger "
+            "tolerance or a smaller prune.margin_z.",
+        )
         self.rule = rule
-        self.p_max = float(p_max)
+        self.p_max, self.p_min = float(p_max), float(p_min)
         self.lambda_max = float(lambda_max)
-        self.delta_w = float(delta_w)
-        self.delta_lambda = float(delta_lambda)
+        self.delta_w, self.delta_lambda = float(delta_w), float(delta_lambda)
         self.max_rounds = max_rounds
         self.macs_target = None if macs_target is None else float(macs_target)
-        self.max_failed_recoveries = max_failed_recoveries
+        self.margin = float(margin)
+        self.max_failures, self.max_nonfinite = max_failures, max_nonfinite
         # Mutable state.
-        self.rounds = 0
-        self.failed_recoveries = 0
+        self.attempts = 0
+        self.accepted = 0
+        self.failures = 0  # consecutive failed rounds
+        self.nonfinite = 0  # consecutive non-finite rounds
         self.scale = 1.0
-        self.last_metric: float | None = None
+        self.cost: float | None = None  # drop of the metric per fraction of filters removed
+        self.last_fraction: float | None = None  # of the filters, removed by the last accepted
         self.last_macs: float | None = None
-        self.last_removed: int | None = None
-        self.last_recover_only = False
+        self.stop_reason: str | None = None
 
     @property
     def budget(self) -> float:
@@ -147,81 +172,110 @@ class PruningRateController:
 
     @property
     def floor(self) -> float:
-        """``E − ε`` (or ``E · (1 − ε)`` when relative)."""
+        """``E − ε`` (or ``E · (1 − ε)`` when relative): what the user accepts."""
         return self.baseline - self.budget
 
+    @property
+    def accept_floor(self) -> float:
+        """``floor + margin``: what a round's decision metric must reach to be accepted."""
+        return self.floor + self.margin
+
     def meets_floor(self, metric: float) -> bool:
-        """Whether ``metric`` is finite and at least the floor (up to float round-off)."""
-        return math.isfinite(metric) and metric >= self.floor - 1e-12 * max(1.0, abs(self.floor))
+        """Whether ``metric`` is finite and at least ``accept_floor`` (up to float round-off)."""
+        f = self.accept_floor
+        return math.isfinite(metric) and metric >= f - 1e-12 * max(1.0, abs(f))
+
+    def guarantee(self, metric: float, split: str) -> str:
+        """What the tolerance promises for a model whose decision metric is ``metric``."""
+        held = "meets" if self.meets_floor(metric) else "MISSES"
+        return (
+            f"Decision metric {metric:.4f} on the {split} split {held} the accept floor "
+            f"{self.accept_floor:.4f} = baseline {self.baseline:.4f} - tolerance {self.budget:.4f}"
+            f" + margin {self.margin:.4f}. The test split is reported, never used to decide."
+        )
 
     def plan(self, metric: float) -> RoundPlan:
-        """The plan of the next round given the current validation metric ``A_t``."""
+        """The plan of the next round given the current decision metric ``A_t``."""
         _check(math.isfinite(metric), f"plan() needs a finite metric, got {metric}.")
-        remaining = metric - self.floor
-        recover = remaining <= 0
-        self.last_recover_only = recover
-        if recover:
-            zero = 0.0
-            quantile, threshold = (None, zero) if self.rule == "linear" else (zero, None)
+        remaining = metric - self.accept_floor
+        if remaining <= 0:
+            quantile, threshold = (None, 0.0) if self.rule == "linear" else (0.0, None)
             return RoundPlan(remaining, quantile, threshold, 0.0, True)
-        if self.rule != "linear":
-            frac = self.scale
-            if self.rule == "scale_free":
-                frac *= min(1.0, remaining / self.budget)
-            return RoundPlan(remaining, self.p_max * frac, None, self.lambda_max * frac, False)
-        return RoundPlan(
-            remaining,
-            None,
-            self.delta_w * remaining * self.scale,
-            self.delta_lambda * remaining * self.scale,
-            False,
-        )
+        if self.rule == "linear":
+            w, lam = self.delta_w * remaining, self.delta_lambda * remaining
+            return RoundPlan(remaining, None, w * self.scale, lam * self.scale, False)
+        p = self.p_max
+        if self.rule == "scale_free":
+            p *= min(1.0, remaining / (self.budget - self.margin))
+        elif self.rule == "adaptive":
+            if self.cost:
+                p = min(self.p_max, max(self.p_min, remaining / (2.0 * self.cost)))
+            if self.last_fraction:
+                p = min(p, max(self.p_min, 2.0 * self.last_fraction))
+        p *= self.scale
+        return RoundPlan(remaining, p, None, self.lambda_max * p / self.p_max, False)
+
+    def recovery_epochs(self, base: int) -> int:
+        """Recovery epochs of the next round: ``base``, doubled for a retry after a failure."""
+        return base * (2 if self.failures else 1)
 
     def observe(
         self,
-        metric: float,
+        outcome: str,
+        *,
+        before: float | None = None,
+        metric: float | None = None,
+        removed_fraction: float = 0.0,
         macs: float | None = None,
-        removed: int = 0,
-        recovered: bool | None = None,
-    ) -> None:
-        """Records a finished round.
+    ) -> str | None:
+        """Records a finished round; returns the stop reason, or None to go on.
 
         Args:
-          metric: validation metric after removal and recovery.
-          macs: MACs of the model after the round (for ``macs_target``).
-          removed: number of filters removed this round.
-          recovered: whether recovery met the floor; defaults to ``meets_floor(metric)``.
+          outcome: one of ``OUTCOMES``.
+          before, metric: decision metric before the round and after its recovery (accepted and
+            failed rounds), for the adaptive rule's cost estimate.
+          removed_fraction: fraction of the prunable filters the round removed.
+          macs: MACs of the model after an accepted round (for ``macs_target``).
         """
-        recovered = self.meets_floor(metric) if recovered is None else bool(recovered)
-        self.rounds += 1
-        self.last_metric = float(metric) if math.isfinite(metric) else None
-        self.last_macs = None if macs is None else float(macs)
-        self.last_removed = int(removed)
-        if recovered:
-            self.scale = min(1.0, self.scale * 2.0)
-        else:
-            self.failed_recoveries += 1
+        _check(outcome in OUTCOMES, f"outcome must be one of {OUTCOMES}, got {outcome!r}.")
+        self.attempts += 1
+        if outcome in ("accepted", "failed") and removed_fraction > 0 and before is not None:
+            drop = before - metric if metric is not None and math.isfinite(metric) else self.budget
+            self.cost = max(drop, 0.0) / removed_fraction
+        if outcome == "accepted":
+            self.accepted += 1
+            self.last_fraction = removed_fraction or self.last_fraction
+            self.failures = self.nonfinite = 0
+            self.scale = min(1.0, self.scale / _BACKOFF)
+            self.last_macs = None if macs is None else float(macs)
+        elif outcome == "failed":
+            self.failures += 1
+            self.scale *= _BACKOFF
+        elif outcome == "non-finite":
+            self.nonfinite += 1
+            self.scale *= _BACKOFF
+        self.stop_reason = self._stop_reason(outcome)
+        return self.stop_reason
 
-    def backoff(self, factor: float = 0.5) -> None:
-        """Scales ``p``/``W`` and ``λ`` of later plans by ``factor`` (see module docstring)."""
-        _check(0 < factor < 1, f"backoff factor must be in (0, 1), got {factor}.")
-        self.scale *= factor
-
-    def should_stop(self) -> str | None:
-        """The reason to stop (one of ``STOP_REASONS``), or None to run another round."""
-        if self.failed_recoveries >= self.max_failed_recoveries:
+    def _stop_reason(self, outcome: str) -> str | None:
+        if outcome == "no candidates":
+            return "no candidates left"
+        if self.failures >= self.max_failures:
             return "recovery failed"
-        if self.last_removed == 0 and not self.last_recover_only:
-            return "no candidates"
-        if (
-            self.macs_target is not None
-            and self.last_macs is not None
-            and self.last_macs <= self.macs_target
-        ):
+        if self.nonfinite > self.max_nonfinite:
+            return "non-finite loss persisted"
+        target, macs = self.macs_target, self.last_macs
+        if target is not None and macs is not None and macs <= target:
             return "macs target"
-        if self.rounds >= self.max_rounds:
+        if self.attempts >= self.max_rounds:
             return "round budget"
         return None
+
+    def should_stop(self) -> str | None:
+        """The stop reason so far (one of ``STOP_REASONS``), or None to run another round."""
+        if self.stop_reason is None and self.attempts >= self.max_rounds:
+            self.stop_reason = "round budget"
+        return self.stop_reason
 
     _CONFIG = (
         "baseline",
@@ -229,21 +283,26 @@ class PruningRateController:
         "relative",
         "rule",
         "p_max",
+        "p_min",
         "lambda_max",
         "delta_w",
         "delta_lambda",
         "max_rounds",
         "macs_target",
-        "max_failed_recoveries",
+        "margin",
+        "max_failures",
+        "max_nonfinite",
     )
     _STATE = (
-        "rounds",
-        "failed_recoveries",
+        "attempts",
+        "accepted",
+        "failures",
+        "nonfinite",
         "scale",
-        "last_metric",
+        "cost",
+        "last_fraction",
         "last_macs",
-        "last_removed",
-        "last_recover_only",
+        "stop_reason",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,6 +323,17 @@ class PruningRateController:
             if k in d:
                 setattr(ctrl, k, d[k])
         return ctrl
+
+
+def standard_error(metric: float, n: int) -> float:
+    """Standard error of a proportion ``metric`` (e.g. accuracy) measured on ``n`` examples."""
+    _check(n >= 1, f"n must be >= 1, got {n}.")
+    p = min(max(metric, 0.0), 1.0)
+    return math.sqrt(p * (1 - p) / n)
+
+
+def _is_int(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
 def _check(ok: bool, message: str) -> None:

@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import afp, prc, regularizers, stats, surgery, training
+from afp_tf.options import PruneOptions
 
 
 @dataclasses.dataclass
@@ -28,24 +29,32 @@ class Task:
       metrics: a zero-argument factory of fresh Keras metrics (a new set per trainer).
       metric_name: the decision metric, a key of the evaluation dict; higher is better.
       evaluate: optional ``(trainer, dataset) -> dict``; defaults to ``trainer.evaluate``.
+      exporter: writes and verifies the deployable artifacts of a model of this task, called as
+        ``exporter(model, out_dir, formats=, representative=, val_x=, val_y=, tolerances=)``
+        with anything else it needs (a detector's anchors) already bound.
     """
 
     loss: Any
     metrics: Callable[[], list]
     metric_name: str = "accuracy"
     evaluate: Callable[[training.Trainer, tf.data.Dataset], dict] | None = None
+    exporter: Callable[..., dict] | None = None
 
 
 @dataclasses.dataclass
 class PruneState:
-    """Everything a pruning run needs to resume; JSON-serialisable via :meth:`to_dict`."""
+    """Everything a pruning run needs to resume; JSON-serialisable via :meth:`to_dict`.
+
+    ``metric`` is the decision metric (acceptance split) of the current model; ``val_metric``
+    and ``val_baseline`` are on the validation split recovery and early stopping look at.
+    """
 
     controller: dict
     round: int = 0
     epoch: int = 0
     metric: float = math.nan
-    failures: int = 0
-    nonfinite: int = 0
+    val_metric: float = math.nan
+    val_baseline: float = math.nan
     stop_reason: str | None = None
     history: list[dict] = dataclasses.field(default_factory=list)
 
@@ -54,16 +63,22 @@ class PruneState:
 
     @classmethod
     def from_dict(cls, d: dict) -> PruneState:
-        return cls(**d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class Pruner:
     """Runs pruning rounds on a model until the PRC stops them.
 
     Args:
-      prune_cfg: the ``prune`` section of the config (see ``config_lib.base_config``).
+      options: the pruning options.
       task: loss, metrics and the decision metric.
-      train_data, val_data: datasets; decisions use ``val_data`` only.
+      train_data: a dataset, or ``epoch -> dataset`` (so a resumed run sees the same batches).
+      val_data: what recovery and early stopping look at.
+      accept_data: what accept/reject decisions (and the floor) use; never trained or early
+        stopped on. None = ``val_data`` (decisions then share the recovery's split).
+      accept_size: examples in ``accept_data`` for an accuracy-like metric: the acceptance
+        margin is ``options.margin_z`` standard errors of it; 0 = no margin.
       strategy: the ``tf.distribute`` strategy models and variables live under.
       optimizer_factory: zero-argument callable returning a fresh optimizer.
       global_batch_size: batch size summed over replicas.
@@ -71,14 +86,16 @@ class Pruner:
       steps_per_epoch: None for a full pass over ``train_data``.
       record: ``(phase, step, values)`` sink for metrics (e.g. ``RunLog.record``).
       progress: show per-epoch progress bars.
+      seed: every round attempt reseeds the global RNGs from this and its index, so a resumed
+        run draws what an uninterrupted one would.
     """
 
     def __init__(
         self,
         *,
-        prune_cfg,
+        options: PruneOptions,
         task: Task,
-        train_data: tf.data.Dataset,
+        train_data,
         val_data: tf.data.Dataset,
         strategy: tf.distribute.Strategy,
         optimizer_factory: Callable[[], keras.optimizers.Optimizer],
@@ -87,11 +104,16 @@ class Pruner:
         steps_per_epoch: int | None = None,
         record: Callable[[str, int, dict], None] | None = None,
         progress: bool = True,
+        accept_data: tf.data.Dataset | None = None,
+        accept_size: int = 0,
+        seed: int = 0,
     ):
-        self.cfg = prune_cfg
+        self.options = options
         self.task = task
         self.train_data = train_data
         self.val_data = val_data
+        self.accept_data = accept_data
+        self.accept_size = accept_size
         self.strategy = strategy
         self.optimizer_factory = optimizer_factory
         self.global_batch_size = global_batch_size
@@ -99,6 +121,7 @@ class Pruner:
         self.steps_per_epoch = steps_per_epoch
         self._record = record or (lambda phase, step, values: None)
         self.progress = progress
+        self.seed = seed
 
     # ----------------------------------------------------------------- building blocks
     def make_trainer(
@@ -107,15 +130,17 @@ class Pruner:
         penalty=None,
         orth_beta: float | None = None,
         optimizer_factory: Callable[[], keras.optimizers.Optimizer] | None = None,
+        analysis: surgery.ModelAnalysis | None = None,
     ) -> training.Trainer:
         """A fresh trainer (new optimizer, new compiled steps) for ``model``.
 
-        ``orth_beta`` and ``optimizer_factory`` override the pruner's (e.g. for baseline training).
+        ``orth_beta`` and ``optimizer_factory`` override the pruner's (e.g. for baseline
+        training); ``analysis`` (``surgery.analyze(model)``) saves walking the graph again.
         """
         beta = self.orth_beta if orth_beta is None else orth_beta
         extra = [penalty] if penalty is not None else []
         if beta > 0:
-            extra.append(orthogonality_loss(model, beta))
+            extra.append(orthogonality_loss(model, beta, analysis))
         return training.Trainer(
             model,
             loss=self.task.loss,
@@ -126,11 +151,45 @@ class Pruner:
             global_batch_size=self.global_batch_size,
         )
 
-    def evaluate(self, trainer: training.Trainer) -> dict:
-        """Validation metrics of ``trainer.model``."""
+    def evaluate(self, trainer: training.Trainer, split: str = "val") -> dict:
+        """Metrics of ``trainer.model`` on the ``"val"`` or ``"accept"`` split."""
+        data = self.accept_data if split == "accept" and self.accept_data is not None else None
+        data = data if data is not None else self.val_data
         if self.task.evaluate is not None:
-            return self.task.evaluate(trainer, self.val_data)
-        return trainer.evaluate(self.val_data)
+            return self.task.evaluate(trainer, data)
+        return trainer.evaluate(data)
+
+    def _metric(self, trainer: training.Trainer, split: str) -> float:
+        return float(self.evaluate(trainer, split)[self.task.metric_name])
+
+    def margin(self, baseline: float) -> float:
+        """The acceptance margin: ``margin_z`` standard errors of the decision metric."""
+        if not self.accept_size:
+            return 0.0
+        return self.options.margin_z * prc.standard_error(baseline, self.accept_size)
+
+    def start(self, model: keras.Model, baseline_macs: int, epoch: int = 0) -> PruneState:
+        """The initial state of a run from the unpruned (trained) ``model``."""
+        trainer = self.make_trainer(model)
+        val = self._metric(trainer, "val")
+        accept = self._metric(trainer, "accept") if self.accept_data is not None else val
+        controller = self.options.controller(accept, baseline_macs, self.margin(accept))
+        logging.info(
+            "Decision metric %.4f (floor %.4f, accepted from %.4f: margin %.4f); recovery "
+            "split %.4f.",
+            accept,
+            controller.floor,
+            controller.accept_floor,
+            controller.margin,
+            val,
+        )
+        return PruneState(
+            controller=controller.to_dict(),
+            metric=accept,
+            val_metric=val,
+            val_baseline=val,
+            epoch=epoch,
+        )
 
     def train_epochs(
         self,
@@ -146,11 +205,9 @@ class Pruner:
         """
         metric = None
         for _ in range(epochs):
+            data = self.train_data(state.epoch) if callable(self.train_data) else self.train_data
             logs = trainer.train_epoch(
-                self.train_data,
-                steps=self.steps_per_epoch,
-                epoch=state.epoch,
-                progress=self.progress,
+                data, steps=self.steps_per_epoch, epoch=state.epoch, progress=self.progress
             )
             state.epoch += 1
             if until is not None:
@@ -171,70 +228,49 @@ class Pruner:
     ) -> tuple[keras.Model, PruneState]:
         """Prunes ``model`` round by round; returns the last model that met the floor.
 
-        ``model`` must meet the floor (it is the baseline, or the last good model of a resumed
-        run). ``on_round_end(state, last_good_model, changed)`` is called after every round,
-        accepted or not, for checkpointing; ``changed`` says whether the model is a new one.
+        ``model`` must meet the floor (the baseline, or the last good model of a resumed run;
+        ``state`` from :meth:`start` or a checkpoint). ``on_round_end(state, last_good_model,
+        changed)`` is called after every round, accepted or not, for checkpointing; ``changed``
+        says whether the model is a new one.
         """
         controller = prc.PruningRateController.from_dict(state.controller)
-        if math.isnan(state.metric):
-            state.metric = float(self.evaluate(self.make_trainer(model))[self.task.metric_name])
+        analysis = surgery.analyze(model)  # of the last good model; each new one is walked once
         while state.stop_reason is None:
             state.stop_reason = controller.should_stop()
             if state.stop_reason is not None:
                 break
+            keras.utils.set_random_seed(self.seed * 100_003 + controller.attempts + 1)
             started = time.time()
             try:
-                outcome, candidate, info = self._round(model, state, controller)
+                outcome, candidate, info = self._round(model, analysis, state, controller)
             except training.NonFiniteLossError as e:
-                state.nonfinite += 1
-                controller.backoff()
-                info = {"outcome": "non-finite loss", "error": str(e)}
-                logging.warning(
-                    "Round %d: %s; rolled back to the last good model, controller backs off "
-                    "(%d/%d).",
-                    state.round + 1,
-                    e,
-                    state.nonfinite,
-                    self.cfg.max_nonfinite_retries,
-                )
-                if state.nonfinite > self.cfg.max_nonfinite_retries:
-                    state.stop_reason = "non-finite loss persisted"
-                outcome = "rolled back"
-            info.update(round=state.round + 1, seconds=round(time.time() - started, 1))
+                outcome, candidate, info = "non-finite", None, {"error": str(e)}
+            seconds = round(time.time() - started, 1)
+            info.update(outcome=outcome, round=controller.attempts + 1, seconds=seconds)
+            state.stop_reason = controller.observe(
+                outcome,
+                before=state.metric,
+                metric=info.get("metric"),
+                removed_fraction=info.get("removed", 0) / max(info.get("filters", 1), 1),
+                macs=info.get("macs"),
+            )
+            if outcome == "accepted":
+                model, analysis = candidate
+                state.metric, state.val_metric = info["metric"], info["val_metric"]
+                state.round += 1
+            _log_round(info, controller)
             state.history.append(info)
             self._record("round", state.epoch, info)
-            if outcome == "accepted":
-                model = candidate
-                state.metric = info["metric"]
-                state.round += 1
-                controller.observe(
-                    metric=info["metric"], macs=info["macs"], removed=info["removed"]
-                )
-                _log_round(info, controller)
-            elif outcome == "no candidates":
-                state.stop_reason = "no candidates left"
-            elif outcome == "failed":
-                state.failures += 1
-                controller.backoff()
-                logging.info(
-                    "Round %d: recovery did not reach the floor %.4f (got %.4f); reverted to the "
-                    "last good model (%d/%d failures).",
-                    state.round + 1,
-                    controller.floor,
-                    info["metric"],
-                    state.failures,
-                    self.cfg.max_failures,
-                )
-                if state.failures >= self.cfg.max_failures:
-                    state.stop_reason = "recovery failed"
             state.controller = controller.to_dict()
             if on_round_end is not None:
                 on_round_end(state, model, outcome == "accepted")
         logging.info("Pruning stopped after %d rounds: %s.", state.round, state.stop_reason)
         return model, state
 
-    def _round(self, model: keras.Model, state: PruneState, controller) -> tuple:
-        """One round on a copy; returns (outcome, new model or None, round info)."""
+    def _round(self, model: keras.Model, analysis, state: PruneState, controller) -> tuple:
+        """One round on a copy of ``model`` (``analysis`` is its ``surgery.analyze``); returns
+        ``(outcome, (new model, its analysis) or None, round info)``."""
+        opts = self.options
         plan = controller.plan(state.metric)
         info: dict[str, Any] = {
             "metric_before": state.metric,
@@ -243,94 +279,86 @@ class Pruner:
             "quantile": plan.quantile,
             "strength": plan.strength,
         }
-        groups = [g for g in surgery.find_channel_groups(model) if g.prunable]
         # Work on a copy so a failed round leaves ``model`` untouched.
         with self.strategy.scope():
-            work = surgery.remove_filters(model, {})
-            weights = {g.name: surgery.filter_weights(work, g) for g in groups}
+            work = surgery.remove_filters(model, {}, analysis=analysis)
+            work_analysis = surgery.analyze(work)
+            groups = work_analysis.prunable
+            weights = {g.name: work_analysis.filter_weights(g) for g in groups}
             penalty = regularizers.TargetedL1Penalty(weights)
-        before = afp.filter_importance(weights, normalize=self.cfg.importance)
+        info["filters"] = sum(g.size for g in groups)
         candidates: dict[str, list[int]] = {}
         if not plan.recover_only:
+            scores = afp.filter_importance(weights, normalize=opts.importance)
+            if opts.cost == "macs":
+                scores = afp.per_cost(scores, self._macs_per_filter(work, work_analysis))
             candidates = afp.select_candidates(
-                before,
+                scores,
                 quantile=plan.quantile,
                 threshold=plan.threshold,
-                min_filters=self.cfg.min_filters,
-                round_to=self.cfg.round_to,
-                max_fraction=self.cfg.max_group_fraction,
+                min_filters=opts.min_filters,
+                round_to=opts.round_to,
+                max_fraction=opts.max_group_fraction,
             )
             if not candidates:
-                return "no candidates", None, {**info, "outcome": "no candidates"}
+                return "no candidates", None, info
         penalty.set_candidates(candidates)
         penalty.set_strength(plan.strength)
         start_norms = afp.filter_importance(weights, normalize="none")
-        trainer = self.make_trainer(work, penalty)
-        self.train_epochs(trainer, state, self.cfg.penalty_epochs, "penalty")
-        if self.cfg.removal == "decayed" and candidates:
+        trainer = self.make_trainer(work, penalty, analysis=work_analysis)
+        self.train_epochs(trainer, state, opts.penalty_epochs, "penalty")
+        if opts.removal == "decayed" and candidates:
             end_norms = afp.filter_importance(weights, normalize="none")
             candidates = afp.decayed(
-                start_norms,
-                end_norms,
-                candidates,
-                self.cfg.decay_fraction,
-                round_to=self.cfg.round_to,
+                start_norms, end_norms, candidates, opts.decay_fraction, round_to=opts.round_to
             )
         with self.strategy.scope():
-            pruned = surgery.remove_filters(work, candidates)
-        trainer = self.make_trainer(pruned)
-        metric = float(self.evaluate(trainer)[self.task.metric_name])
-        info["metric_after_removal"] = metric
-        recovery_epochs = 0
-        # Recover to a margin above the floor (if r epochs allow) so the next round has some
-        # tolerance to spend; reaching the floor itself is what accepts the round.
-        target = controller.floor + self.cfg.recovery_margin * controller.budget
-        if metric < target:
-            epoch0 = state.epoch
-            metric = self.train_epochs(
-                trainer, state, self.cfg.recovery_epochs, "recover", until=lambda m: m >= target
-            )
-            metric = info["metric_after_removal"] if metric is None else metric
-            recovery_epochs = state.epoch - epoch0
+            pruned = surgery.remove_filters(work, candidates, analysis=work_analysis)
+        pruned_analysis = surgery.analyze(pruned)
+        trainer = self.make_trainer(pruned, analysis=pruned_analysis)
+        val = self._metric(trainer, "val")
+        info["val_after_removal"] = val
+        # Recover (on the validation split) to a margin above its floor when r epochs allow, so
+        # the next round has tolerance to spend; the acceptance split then decides.
+        spend = controller.budget - controller.margin
+        offset = controller.accept_floor - controller.baseline + opts.recovery_margin * spend
+        target = state.val_baseline + offset
+        epochs = controller.recovery_epochs(opts.recovery_epochs)
+        epoch0 = state.epoch
+        if val < target:
+            last = self.train_epochs(trainer, state, epochs, "recover", until=lambda m: m >= target)
+            val = val if last is None else last
+        metric = self._metric(trainer, "accept") if self.accept_data is not None else val
         model_stats = stats.model_stats(pruned)
         info.update(
             metric=metric,
-            recovery_epochs=recovery_epochs,
+            val_metric=val,
+            recovery_epochs=state.epoch - epoch0,
             removed=sum(len(v) for v in candidates.values()),
             removed_per_group={k: len(v) for k, v in candidates.items()},
             macs=model_stats.macs,
             params=model_stats.params,
         )
         outcome = "accepted" if controller.meets_floor(metric) else "failed"
-        info["outcome"] = outcome
-        return outcome, pruned, info
+        return outcome, (pruned, pruned_analysis), info
+
+    def _macs_per_filter(self, model: keras.Model, analysis) -> dict[str, float]:
+        """MACs saved by removing one filter of each group (measured by surgery)."""
+        total = stats.model_stats(model).macs
+        out = {}
+        with self.strategy.scope():
+            for g in analysis.prunable:
+                smaller = surgery.remove_filters(model, {g.name: [0]}, analysis=analysis)
+                out[g.name] = max(total - stats.model_stats(smaller).macs, 1)
+        return out
 
 
-def make_controller(prune_cfg, baseline: float, baseline_macs: int) -> prc.PruningRateController:
-    """The pruning-rate controller the ``prune`` config section describes."""
-    p = prune_cfg
-    return prc.PruningRateController(
-        baseline=baseline,
-        tolerance=p.tolerance,
-        relative=p.relative,
-        rule=p.rule,
-        p_max=p.p_max,
-        lambda_max=p.lambda_max,
-        delta_w=p.delta_w,
-        delta_lambda=p.delta_lambda,
-        max_rounds=p.max_rounds if p.enabled else 0,
-        macs_target=p.macs_target * baseline_macs if p.macs_target else None,
-    )
-
-
-def orthogonality_loss(model: keras.Model, beta: float) -> Callable[[], tf.Tensor]:
+def orthogonality_loss(
+    model: keras.Model, beta: float, analysis: surgery.ModelAnalysis | None = None
+) -> Callable[[], tf.Tensor]:
     """``beta`` times the orthogonality penalty of every prunable group's producer kernels."""
-    pairs = [
-        pair
-        for group in surgery.find_channel_groups(model)
-        if group.prunable
-        for pair in surgery.filter_weights(model, group)
-    ]
+    analysis = analysis or surgery.analyze(model)
+    pairs = [pair for group in analysis.prunable for pair in analysis.filter_weights(group)]
 
     def loss() -> tf.Tensor:
         if not pairs:
@@ -348,17 +376,21 @@ def filters_per_group(model: keras.Model) -> dict[str, int]:
 
 
 def _log_round(info: dict, controller) -> None:
+    if "metric" not in info:
+        logging.info("round %d: %s %s", info["round"], info["outcome"], info.get("error", ""))
+        return
     logging.info(
-        "round %d | metric %.4f (floor %.4f, remaining %.4f) | threshold %s | lambda %.3g | "
-        "removed %d filters | MACs %s",
+        "round %d %s | metric %.4f (accept floor %.4f) | %s | lambda %.3g | removed %d "
+        "filters | MACs %s | recovery %d epochs",
         info["round"],
+        info["outcome"],
         info["metric"],
-        controller.floor,
-        info["remaining"],
+        controller.accept_floor,
         _fmt(info["quantile"], info["threshold"]),
         info["strength"],
         info["removed"],
         f"{info['macs']:,}",
+        info["recovery_epochs"],
     )
 
 

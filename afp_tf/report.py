@@ -92,6 +92,8 @@ def markdown(summary: dict, base: dict, pruned: dict) -> str:
     """The human-readable report."""
     out = ["# afp_tf run report", "", "```", summary_table(summary), "```", ""]
     out += ["MACs count one multiply-add as one; FLOPs = 2 × MACs.", ""]
+    if pruned.get("guarantee"):
+        out += ["## Tolerance", "", pruned["guarantee"], ""]
     if "filters_per_layer.png" in summary["plots"]:
         out += ["## Filters per layer", "", "![filters](plots/filters_per_layer.png)", ""]
     out += ["## Rounds", "", "![metric vs MACs](plots/metric_vs_macs.png)", ""]

@@ -23,7 +23,14 @@ import math
 from collections.abc import Callable, Sequence
 
 import keras
-from keras.src.models.functional import Functional
+
+from afp_tf.surgery.graph import is_submodel
+from afp_tf.surgery.keras_internals import (
+    Functional,
+    nodes_by_depth,
+    outputs_struct,
+    sequential_graph,
+)
 
 MacRule = Callable[[keras.layers.Layer, Sequence, Sequence], int]
 
@@ -141,17 +148,11 @@ def _rule_for(layer) -> MacRule | None:
 def _graph(model) -> Functional:
     if isinstance(model, Functional):
         return model
-    if isinstance(model, keras.Sequential) and model._functional is not None:
-        return model._functional
+    if isinstance(model, keras.Sequential) and sequential_graph(model) is not None:
+        return sequential_graph(model)
     raise TypeError(
         f"model_stats needs a functional or built Sequential model; '{model.name}' "
         f"({type(model).__name__}) has no layer graph. Build it with keras.Input first."
-    )
-
-
-def _is_submodel(op) -> bool:
-    return isinstance(op, Functional) or (
-        isinstance(op, keras.Sequential) and op._functional is not None
     )
 
 
@@ -164,8 +165,9 @@ class _Counter:
     def run(self, model, inputs: list, prefix: str = "") -> list:
         graph = _graph(model)
         tensors = {id(ref): x for ref, x in zip(graph.inputs, inputs, strict=True)}
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
+        by_depth = nodes_by_depth(graph)
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
                 if node.operation is None or node.is_input:
                     continue
                 args, kwargs = node.arguments.fill_in(tensors)
@@ -176,10 +178,10 @@ class _Counter:
 
     def _call(self, op, args, kwargs, prefix: str):
         path = f"{prefix}/{op.name}" if prefix else op.name
-        if _is_submodel(op):
+        if is_submodel(op):
             inputs = args[0] if args else kwargs["inputs"]
             outputs = self.run(op, keras.tree.flatten(inputs), path)
-            return keras.tree.pack_sequence_as(_graph(op)._outputs_struct, outputs)
+            return keras.tree.pack_sequence_as(outputs_struct(_graph(op)), outputs)
         outputs = op.compute_output_spec(*args, **kwargs)
         in_shapes = [tuple(x.shape) for x in keras.tree.flatten((args, kwargs)) if _is_tensor(x)]
         out_shapes = [tuple(x.shape) for x in keras.tree.flatten(outputs)]

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from afp_tf import data as data_lib
-from afp_tf import models
+from afp_tf import export, models
 from afp_tf.pruner import Task
 
 # The width-multiplier keyword of each zoo model that has one.
@@ -28,6 +28,9 @@ class TaskData:
     build_model: Callable[[], keras.Model]
     sample: Callable[[str, int], tuple[np.ndarray, np.ndarray]]
     description: str
+    accept: tf.data.Dataset | None = None  # decisions only (None: decide on val)
+    accept_size: int = 0  # its size when the metric is a proportion (sets the margin)
+    train_for_epoch: Callable[[int], tf.data.Dataset] | None = None  # one epoch's batches
 
 
 def load_task(cfg, strategy: tf.distribute.Strategy | None = None) -> TaskData:
@@ -63,6 +66,7 @@ def _classification(cfg) -> TaskData:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             metric_name="accuracy",
+            exporter=export.export_model,
         ),
         train=data.train,
         val=data.val,
@@ -73,6 +77,14 @@ def _classification(cfg) -> TaskData:
         sample=data.sample,
         description=(
             f"{cfg.data.name} from {data.source}: {data.num_train} train / {data.num_val} val / "
-            f"{data.num_test} test"
+            + (f"{data.num_accept} accept / " if data.num_accept else "")
+            + f"{data.num_test} test"
+        ),
+        accept=data.accept,
+        accept_size=data.num_accept,
+        train_for_epoch=(
+            None
+            if cfg.data.name == "imagenet2012"
+            else lambda epoch: data.make_train(data.batch_size, epoch)
         ),
     )

@@ -62,6 +62,7 @@ def render(results: Path) -> str:
 
 def _renderer(stem: str) -> Callable[[dict], str]:
     for prefix, fn in (
+        ("seeds_", _seeds),
         ("compare_", _compare),
         ("lenet5_fashion_mnist", _lenet),
         ("surgery_speed", _surgery),
@@ -127,9 +128,66 @@ def _compare(d: dict) -> str:
         )
     header = ["method", "val %", "test %", "params", "MACs", "MACs ↓", "TFLite ms", "epochs"]
     out.append(_table(header, rows))
-    out.append(f"**Target (issue 6):** {d['target']['verdict']}\n")
+    out.append(f"**Target:** {d['target']['verdict']}\n")
     out += [f"- {note}" for note in d.get("notes", [])]
     out.append("")
+    return "\n".join(out)
+
+
+def _pm(stat: dict, scale: float = 1.0, digits: int = 2) -> str:
+    return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['sd']:.{digits}f}"
+
+
+def _seeds(d: dict) -> str:
+    """Mean ± sd over seeds per (tolerance, method), and the honesty count of afp_tf."""
+    cfg = d["config_values"]
+    reduced = [
+        f"{split} subset {cfg['data'][f'{split}_subset']}"
+        for split in ("train", "val", "accept", "test")
+        if cfg["data"].get(f"{split}_subset")
+    ]
+    if cfg["model"]["width"] != 1.0:
+        reduced.insert(0, f"width ×{cfg['model']['width']}")
+    out = [
+        f"{cfg['model']['name']} on {cfg['data']['name']}"
+        + (f" (reduced for CPU time: {', '.join(reduced)})" if reduced else "")
+        + f"; acceptance split {cfg['data']['accept_fraction']:g} of the training split, "
+        f"margin {cfg['prune']['margin_z']:g} standard error. Mean ± sd over seeds; drop = "
+        "baseline − pruned, in points; test is never used for a decision.\n",
+    ]
+    rows = [
+        [
+            f"{r['tolerance']:g}",
+            r["method"],
+            str(r["n"]),
+            _pm(r["test"], 100),
+            _pm(r["test_drop"], 100),
+            _pm(r["macs_reduction"], 1, 2) + "×",
+            _pm(r["params_reduction"], 1, 1) + "×",
+            _pm(r["epochs"], 1, 1),
+            _pm(r["wall_seconds"], 1, 0),
+        ]
+        for r in d["summary"]
+    ]
+    header = [
+        "ε",
+        "method",
+        "seeds",
+        "test %",
+        "test drop",
+        "MACs ↓",
+        "params ↓",
+        "epochs",
+        "wall s",
+    ]
+    out.append(_table(header, rows))
+    afp = [r for r in d["runs"] if r["method"] == "afp_tf"]
+    if afp:
+        ok = sum(r["baseline_test"] - r["test"] <= r["tolerance"] + 0.003 + 1e-9 for r in afp)
+        out.append(
+            f"Honesty: {ok} of {len(afp)} afp_tf runs ended with a test drop within ε + 0.3 "
+            "points.\n"
+        )
     return "\n".join(out)
 
 

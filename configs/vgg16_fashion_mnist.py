@@ -6,7 +6,8 @@
 
 Reduced for CPU time (stated in every result): width multiplier 0.25 (16-32-64-128-128 conv
 channels instead of 64-128-256-512-512, dense 128), subsets of 8,000 train and 3,000 val images
-(both carved from the train split) and 5,000 test images, 10 baseline epochs, at most 3 rounds,
+and a 6,000-image acceptance split for the accept/reject decisions (all carved from the train
+split) and 5,000 test images, 10 baseline epochs, at most 3 rounds,
 batch 64 (so BatchNorm's moving statistics keep up within an epoch), and a 2-point tolerance (the
 validation metric of such a short run moves by about a point from epoch to epoch).
 Data: TFDS if prepared, else the IDX files of Debian's ``dataset-fashion-mnist``;
@@ -17,24 +18,8 @@ from afp_tf import config_lib
 
 
 def get_config(arg=None):
-    c = config_lib.base_config()
-    c.name = "vgg16_fashion_mnist"
-    c.model.name = "vgg16"
+    c = config_lib.fashion_mnist32_config("vgg16", learning_rate=0.02, weight_decay=5e-4)
     c.model.width = 0.25
-    c.data.name = "fashion_mnist"
-    c.data.image_size = 32
-    c.data.augment = False
-    c.data.train_subset = 8000
-    c.data.val_subset = 3000
-    c.data.test_subset = 5000
-    c.data.batch_size = 64
-    c.train.optimizer = "sgd"
-    c.train.learning_rate = 0.02
-    c.train.weight_decay = 5e-4
-    c.train.baseline_epochs = 10
     c.prune.tolerance = 0.02
-    c.prune.p_max = 0.3
     c.prune.max_rounds = 3
-    c.prune.recovery_epochs = 2
-    c.prune.finetune_epochs = 2
     return config_lib.with_arg(c, arg)

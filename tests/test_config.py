@@ -1,5 +1,7 @@
 """Config loading, overrides and validation."""
 
+import dataclasses
+
 import pytest
 
 from afp_tf import config_lib
@@ -67,6 +69,11 @@ def test_apply_overrides_wrong_type_raises():
         ("prune.p_max=0", "p_max"),
         ("train.strategy=mirror", "Did you mean 'mirrored'"),
         ("prune.rule=linar", "Did you mean 'linear'"),
+        ("prune.p_min=0.5", r"prune\.p_min=0.5 must be in \(0, p_max\]"),
+        ("prune.cost=flops", r"prune\.cost='flops' is not one of none, macs"),
+        ("prune.margin_z=-1.0", r"prune\.margin_z=-1.0 must be >= 0"),
+        ("prune.max_failures=0", r"prune\.max_failures=0 must be >= 1"),
+        ("data.accept_fraction=0.95", "val_fraction \\+ data.accept_fraction"),
     ],
 )
 def test_validate_out_of_range_raises(override, message):
@@ -75,9 +82,62 @@ def test_validate_out_of_range_raises(override, message):
         config_lib.apply_overrides(cfg, [override])
 
 
+def test_prune_section_defaults_are_prune_options_defaults():
+    from afp_tf.options import PruneOptions
+
+    cfg = config_lib.base_config()
+    assert cfg.prune.to_dict() == PruneOptions().to_dict()
+    assert config_lib.prune_options(cfg) == PruneOptions()
+
+
+def test_prune_options_typed_from_overrides():
+    cfg = config_lib.load_config("lenet5_fashion_mnist")
+    config_lib.apply_overrides(cfg, ["prune.rule=linear", "prune.margin_z=2.5"])
+    opts = config_lib.prune_options(cfg)
+    assert (opts.rule, opts.margin_z, opts.p_max, opts.recovery_epochs) == ("linear", 2.5, 0.3, 4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.rule = "fixed"
+
+
+def test_prune_options_unknown_field_suggests_closest():
+    from afp_tf.options import PruneOptions
+
+    with pytest.raises(TypeError, match="did you mean 'p_max'"):
+        PruneOptions.from_mapping({"p_maxx": 0.2})
+
+
 def test_split_overrides_both_spellings():
     rest, overrides = split_overrides(
         ["prog", "--config", "x", "--config.prune.tolerance=0.02", "--config.seed", "3"]
     )
     assert rest == ["prog", "--config", "x"]
     assert overrides == ["prune.tolerance=0.02", "seed=3"]
+
+
+def test_load_config_user_file_path_outside_configs_loads(tmp_path):
+    path = tmp_path / "my_experiment.py"
+    path.write_text(
+        "from afp_tf import config_lib\n\n\n"
+        "def get_config(arg=None):\n"
+        "    c = config_lib.base_config()\n"
+        "    c.name = 'mine'\n"
+        "    return config_lib.with_arg(c, arg)\n"
+    )
+    cfg = config_lib.load_config(f"{path}:quick")
+    assert cfg.name == "mine" and cfg.data.train_subset == 2048
+    with pytest.raises(config_lib.ConfigError, match="does not exist"):
+        config_lib.load_config(str(tmp_path / "missing.py"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("export.tolerances=tflite_int8.max_drop=0.1", "FORMAT.CHECK=VALUE"),
+        ("export.tolerances=onnx.max_rel_diff=-1", "number >= 0"),
+        ("export.formats=onnx,tflite", r"Unknown export format.*'tflite'"),
+    ],
+)
+def test_apply_overrides_bad_export_key_raises(override, message):
+    cfg = config_lib.base_config()
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.apply_overrides(cfg, [override])

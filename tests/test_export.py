@@ -1,19 +1,18 @@
 """Export to SavedModel / TFLite / ONNX, verification in each runtime, atomicity, CLI, latency."""
 
-import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import export, latency
+from afp_tf import export, export_checks, latency, resources
 
 CLASSES = 4
 SIZE = 12
@@ -91,12 +90,8 @@ def test_export_report_json_contents_match_artifacts(exported):
     assert int8["size_bytes"] < on_disk["formats"]["tflite_fp32"]["size_bytes"]
 
 
-def test_export_model_forced_verification_failure_raises_and_reports(
-    trained, tmp_path, monkeypatch
-):
+def test_export_model_tolerance_override_fails_check_raises_and_reports(trained, tmp_path):
     model, rep, val_x, val_y = trained
-    strict = dataclasses.replace(export.FORMATS["tflite_fp16"], max_rel_diff=1e-12)
-    monkeypatch.setitem(export.FORMATS, "tflite_fp16", strict)
     with pytest.raises(export.ExportVerificationError, match="tflite_fp16: relative difference"):
         export.export_model(
             model,
@@ -105,12 +100,26 @@ def test_export_model_forced_verification_failure_raises_and_reports(
             representative=rep,
             val_x=val_x,
             val_y=val_y,
+            tolerances=export.parse_tolerances("tflite_fp16.max_rel_diff=1e-12"),
         )
     report = json.loads((tmp_path / export.REPORT_NAME).read_text())
     assert not report["passed"]
-    assert not report["formats"]["tflite_fp16"]["passed"]
-    assert report["formats"]["tflite_fp16"]["failures"]
+    fp16 = report["formats"]["tflite_fp16"]
+    assert fp16["status"] == "failed" and fp16["thresholds"]["max_rel_diff"] == 1e-12
     assert report["formats"]["tflite_fp32"]["passed"]
+
+
+def test_export_model_without_calibration_skips_int8_with_note(trained, tmp_path):
+    model, _, val_x, val_y = trained
+    report = export.export_model(
+        model, tmp_path, formats="tflite_fp32,tflite_int8", val_x=val_x, val_y=val_y
+    )
+    int8 = report["formats"]["tflite_int8"]
+    assert report["passed"] and report["skipped"] == ["tflite_int8"]
+    assert int8["status"] == "skipped" and "no calibration data" in int8["note"]
+    assert not (tmp_path / "model_int8.tflite").exists()
+    assert (tmp_path / "model_fp32.tflite").exists()
+    assert "skipped" in export.summary_table(report).splitlines()[3]
 
 
 @keras.saving.register_keras_serializable(package="afp_tf_test")
@@ -121,15 +130,27 @@ class _BesselLayer(keras.layers.Layer):
         return tf.math.bessel_i1e(x)
 
 
-@pytest.mark.parametrize("fmt", ["tflite_fp32", "onnx"])
-def test_export_model_unsupported_op_leaves_no_file_and_names_layer(fmt, tmp_path):
+def test_export_model_unsupported_op_fails_that_format_and_writes_the_others(tmp_path):
     inputs = keras.Input((6, 6, 1))
     x = _BesselLayer(name="odd_layer")(keras.layers.Conv2D(2, 3)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
     x = np.random.default_rng(0).random((8, 6, 6, 1), dtype=np.float32)
-    with pytest.raises(export.ExportError, match=r"tf\.BesselI1e in layer\(s\) odd_layer"):
-        export.export_model(model, tmp_path, formats=[fmt], representative=x, val_x=x, val_y=None)
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(export.ExportError, match=r"tf\.BesselI1e in layer\(s\) odd_layer") as e:
+        export.export_model(
+            model, tmp_path, formats="saved_model,tflite_fp32,onnx", val_x=x, val_y=None
+        )
+    formats = e.value.report["formats"]
+    assert [formats[n]["status"] for n in ("saved_model", "tflite_fp32", "onnx")] == [
+        "passed",
+        "failed",
+        "failed",
+    ]
+    for name in ("tflite_fp32", "onnx"):
+        assert "odd_layer" in formats[name]["failures"][0]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [export.REPORT_NAME, "saved_model"]  # nothing partial, no temporaries
+    table = export.summary_table(e.value.report)
+    assert "failed" in table and "BesselI1e" in table
 
 
 def test_export_model_unwritable_out_dir_raises_clear_error(trained, tmp_path):
@@ -139,6 +160,21 @@ def test_export_model_unwritable_out_dir_raises_clear_error(trained, tmp_path):
         export.export_model(
             model, tmp_path / "a_file" / "out", representative=rep, val_x=val_x, val_y=val_y
         )
+
+
+def test_parse_tolerances_items_and_none_parsed():
+    got = export.parse_tolerances("tflite_int8.max_metric_drop=0.02, onnx.max_rel_diff=none")
+    assert got == {"tflite_int8": {"max_metric_drop": 0.02}, "onnx": {"max_rel_diff": None}}
+    fmts = export_checks.resolve_formats(["onnx", "tflite_int8"], got)
+    assert [(f.max_rel_diff, f.max_metric_drop) for f in fmts] == [(None, None), (None, 0.02)]
+
+
+@pytest.mark.parametrize(
+    "spec", ["onnx.max_diff=1", "onnx2.max_rel_diff=1", "onnx.max_rel_diff=-1", "onnx=1"]
+)
+def test_parse_tolerances_bad_item_raises_naming_it(spec):
+    with pytest.raises(ValueError, match=re.escape(repr(spec))):
+        export.parse_tolerances(spec)
 
 
 def test_parse_formats_all_and_unknown():
@@ -155,7 +191,7 @@ def test_deploy_runner_subprocess_prints_timing_and_keras_predictions(
     out, _ = exported
     model, _, val_x, _ = trained
     np.save(tmp_path / "x.npy", val_x[:16])
-    script = export.DEPLOY_DIR / export.FORMATS[fmt].runner
+    script = resources.deploy_dir() / export.FORMATS[fmt].runner
     proc = subprocess.run(
         [
             sys.executable,
@@ -200,10 +236,11 @@ def _imported_roots(path):
         ("run_onnx.py", "onnxruntime"),
         ("run_saved_model.py", "tensorflow"),
         ("deploy_common.py", None),
+        ("__init__.py", None),
     ],
 )
 def test_deploy_scripts_import_only_numpy_stdlib_and_their_runtime(script, runtime):
-    roots = _imported_roots(export.DEPLOY_DIR / script)
+    roots = _imported_roots(resources.deploy_dir() / script)
     allowed = set(sys.stdlib_module_names) | {"numpy", "deploy_common", runtime}
     assert roots - allowed == set()
     assert not roots & {"afp_tf", "keras", "tf2onnx"}
@@ -237,51 +274,60 @@ def test_measure_latency_unknown_artifact_name_raises(tmp_path):
         latency.measure_latency(tmp_path / "model.bin")
 
 
-def test_cli_round_trip_on_saved_keras_model(trained, tmp_path):
+def _cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "afp_tf.export_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_cli_with_npz_data_calibrates_int8_and_checks_labels(trained, tmp_path):
     model, rep, val_x, val_y = trained
     model.save(tmp_path / "m.keras")
     np.savez(tmp_path / "d.npz", x=val_x, y=val_y, x_rep=rep[:64])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "afp_tf.export",
-            "--model",
-            str(tmp_path / "m.keras"),
-            "--out",
-            str(tmp_path / "out"),
-            "--formats",
-            "tflite_int8,onnx",
-            "--data",
-            str(tmp_path / "d.npz"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        cwd=Path(export.__file__).parents[1],
-        check=False,
-    )
+    proc = _cli(
+        "--model", tmp_path / "m.keras", "--out", tmp_path / "out",
+        "--formats", "tflite_int8,onnx", "--data", tmp_path / "d.npz",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "out" / export.REPORT_NAME).read_text())
     assert report["passed"] and set(report["formats"]) == {"tflite_int8", "onnx"}
-    assert report["labels"] == "given"
+    assert report["labels"] == "given" and report["calibration"] == "64 inputs"
+    assert report["formats"]["tflite_int8"]["metric"] >= report["keras_metric"] - 0.01
+    assert "tflite_int8  passed" in proc.stdout
+    assert "I0000" not in proc.stderr and "cudart" not in proc.stderr  # TF C++ logs: log file
+    assert "Exported" in (tmp_path / "out" / "afp_tf.log").read_text()
 
 
-def test_cli_without_data_verifies_on_random_inputs_and_says_so(trained, tmp_path):
+def test_cli_without_data_skips_int8_exits_zero(trained, tmp_path):
     model, *_ = trained
     model.save(tmp_path / "m.keras")
-    export.main(
-        [
-            "--model",
-            str(tmp_path / "m.keras"),
-            "--out",
-            str(tmp_path / "out"),
-            "--formats",
-            "tflite_fp32",
-            "--samples",
-            "32",
-        ]
-    )
+    proc = _cli("--model", tmp_path / "m.keras", "--out", tmp_path / "out", "--samples", "32")
     report = json.loads((tmp_path / "out" / export.REPORT_NAME).read_text())
+    assert proc.returncode == 0 and report["passed"] and report["skipped"] == ["tflite_int8"]
     assert report["labels"] == "keras_argmax" and "random" in report["data"]
     assert report["samples"] == 32 and report["formats"]["tflite_fp32"]["metric"] == 1.0
+    assert all(report["formats"][n]["passed"] for n in export.ALL_FORMATS if n != "tflite_int8")
+
+
+def test_cli_int8_asked_without_data_is_a_usage_error(trained, tmp_path):
+    proc = _cli("--model", tmp_path / "m.keras", "--out", tmp_path, "--formats", "tflite_int8")
+    assert proc.returncode == 2 and "pass --data" in proc.stderr
+
+
+def test_cli_failing_check_exits_one_and_writes_the_rest(trained, tmp_path):
+    model, *_ = trained
+    model.save(tmp_path / "m.keras")
+    proc = _cli(
+        "--model", tmp_path / "m.keras", "--out", tmp_path / "out",
+        "--formats", "tflite_fp32,tflite_fp16", "--samples", "32",
+        "--tolerance", "tflite_fp16.max_rel_diff=1e-12",
+    )  # fmt: skip
+    report = json.loads((tmp_path / "out" / export.REPORT_NAME).read_text())
+    assert proc.returncode == 1 and not report["passed"]
+    assert "relative difference" in proc.stdout  # the cause, in the summary table
+    assert report["formats"]["tflite_fp32"]["passed"]
+    assert (tmp_path / "out" / "model_fp16.tflite").exists()  # written, reported as failing

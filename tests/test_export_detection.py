@@ -8,14 +8,15 @@ import keras
 import numpy as np
 import pytest
 
-from afp_tf import export
+from afp_tf import resources
 from afp_tf.detection import export as detection_export
 from afp_tf.detection.anchors import AnchorSpec
+from afp_tf.export_checks import ExportVerificationError, load_runner
 from afp_tf.models.ssd import at_input_size, build_ssd
 
 CROP, FRAME, CLASSES = 64, (64, 96), 4  # trained on crops, exported for full frames
 SPEC = AnchorSpec.for_object_sizes(16, 128, first_stride=8)
-post = export.load_runner("detection_postprocess.py")
+post = load_runner("detection_postprocess.py")
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +46,8 @@ def exported(detector, tmp_path_factory):
     meta = {"variances": [0.1, 0.2], "score_threshold": 0.01, "iou_threshold": 0.45}
     y = _pseudo_ground_truth(full, anchors, x, {**meta, "max_detections": 100})
     out = tmp_path_factory.mktemp("det_export")
-    report = export.export_model(
-        model,
-        out,
-        formats="tflite_fp32,onnx",
-        representative=x,
-        val_x=x,
-        val_y=y,
-        task="detection",
-        anchors=SPEC,
+    report = detection_export.export_detector(
+        model, out, anchors=SPEC, formats="tflite_fp32,onnx", val_x=x, val_y=y
     )
     return out, report
 
@@ -86,7 +80,7 @@ def test_export_detector_tflite_nms_equals_numpy_postprocess(exported, detector)
     _, model, _, x = detector
     meta = post.load_metadata(out / "model.onnx")
     expected = post.postprocess(model.predict(x[:1], verbose=0), meta)[0]
-    got = export.load_runner("run_tflite.py").load(str(out / "model_fp32_nms.tflite"))
+    got = load_runner("run_tflite.py").load(str(out / "model_fp32_nms.tflite"))
     got = got.predict_all(x[:1])
     n = int(got["num_detections"][0])
     assert n == len(expected["scores"]) > 0
@@ -108,7 +102,7 @@ def test_export_detector_report_says_onnx_postprocessing_is_in_export(exported):
 def test_run_detector_cli_prints_detections_and_latency(exported, artifact):
     out, _ = exported
     proc = subprocess.run(
-        [sys.executable, str(export.DEPLOY_DIR / "run_detector.py"), str(out / artifact)]
+        [sys.executable, str(resources.deploy_dir() / "run_detector.py"), str(out / artifact)]
         + ["--runs", "2", "--warmup", "0"],
         capture_output=True,
         text=True,
@@ -117,14 +111,6 @@ def test_run_detector_cli_prints_detections_and_latency(exported, artifact):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["median_ms"] > 0 and len(result["detections"]["scores"]) > 0
-
-
-def test_export_model_detection_without_anchors_raises(detector, tmp_path):
-    model, _, _, x = detector
-    with pytest.raises(ValueError, match="needs the detector's anchors"):
-        export.export_model(
-            model, tmp_path, representative=x, val_x=x, val_y=None, task="detection"
-        )
 
 
 def test_export_detector_labels_instead_of_boxes_raises(detector, tmp_path):
@@ -148,12 +134,12 @@ def test_export_detector_int8_runs_convs_in_int8_and_keeps_map(detector, tmp_pat
     meta = {"variances": [0.1, 0.2], "score_threshold": 0.01, "iou_threshold": 0.45}
     y = _pseudo_ground_truth(full, anchors, x, {**meta, "max_detections": 100})
     try:
-        report = export.export_model(
-            model, tmp_path, formats="tflite_int8", representative=x, val_x=x, val_y=y,
-            task="detection", anchors=SPEC,
+        report = detection_export.export_detector(
+            model, tmp_path, anchors=SPEC, formats="tflite_int8", representative=x, val_x=x,
+            val_y=y,
         )  # fmt: skip
-    except export.ExportVerificationError:
-        report = json.loads((tmp_path / "export_report.json").read_text())
+    except ExportVerificationError as e:
+        report = e.report
     raw = report["formats"]["tflite_int8"]
     nms = report["postprocessing"]["built_in"]["tflite_int8_nms"]
     convs = sum(type(layer) is keras.layers.Conv2D for layer in model.layers)

@@ -16,7 +16,7 @@ _CLASSIFIERS = {
 }
 
 # Literature anchors (one MAC = one multiply-add), on 32×32×3 with 10 classes: VGG-16 and the
-# CIFAR ResNets from Li et al. 2017 / He et al. 2016 as quoted in the issue. Tolerance: 2%,
+# CIFAR ResNets from Li et al. 2017 / He et al. 2016 as published. Tolerance: 2%,
 # except ResNet-110's "1.7 M", printed to two digits (±0.05 M, i.e. 3%). Our ResNets use
 # projection shortcuts, which add 0.26 M MACs and a few thousand params to the option-A figures.
 _ANCHORS = [

@@ -98,7 +98,7 @@ def test_pipeline_absurd_learning_rate_rolls_back_to_last_good(tmp_path, tiny_fa
     )
     summary = pipeline.run(cfg, tmp_path)
     assert summary["stop_reason"] == "non-finite loss persisted"
-    assert [r["outcome"] for r in summary["history"]] == ["non-finite loss"] * 2
+    assert [r["outcome"] for r in summary["history"]] == ["non-finite"] * 2
     assert summary["pruned"]["macs"] == summary["baseline"]["macs"]
     assert summary["pruned"]["val"] == pytest.approx(summary["baseline"]["val"])
     weights = keras.saving.load_model(tmp_path / "pruned.keras").get_weights()

@@ -9,7 +9,7 @@ from afp_tf import prc
 
 
 def _ctrl(**kw):
-    args = dict(baseline=0.9, tolerance=0.02, p_max=0.2, lambda_max=1e-3)
+    args = dict(baseline=0.9, tolerance=0.02, rule="scale_free", p_max=0.2, lambda_max=1e-3)
     args.update(kw)
     return prc.PruningRateController(**args)
 
@@ -89,97 +89,165 @@ def test_should_stop_zero_round_budget_stops_at_once():
     assert _ctrl(max_rounds=0).should_stop() == "round budget"
 
 
-def test_should_stop_after_max_rounds_round_budget():
-    c = _ctrl(max_rounds=2)
-    for _ in range(2):
-        c.plan(0.9)
-        assert c.should_stop() is None
-        c.observe(0.9, macs=100, removed=3)
-    assert c.rounds == 2
-    assert c.should_stop() == "round budget"
+def test_observe_round_budget_counts_failed_attempts_too():
+    c = _ctrl(max_rounds=3)
+    assert c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.1) is None
+    assert c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.1) is None
+    assert c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.05) == "round budget"
+    assert (c.attempts, c.accepted) == (3, 2)
 
 
-def test_should_stop_failed_recovery_by_default_after_one():
-    c = _ctrl()
-    c.plan(0.9)
-    c.observe(0.85, removed=4)  # recovered defaults to meets_floor(0.85) = False
-    assert c.failed_recoveries == 1
+def test_observe_consecutive_failures_stop_at_max_failures():
+    c = _ctrl(max_failures=2)
+    assert c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.1) is None
+    assert c.observe("failed", before=0.9, metric=0.86, removed_fraction=0.05) == "recovery failed"
     assert c.should_stop() == "recovery failed"
 
 
-def test_should_stop_failed_recovery_respects_max_failed_recoveries():
-    c = _ctrl(max_failed_recoveries=2)
-    c.plan(0.9)
-    c.observe(0.9, removed=4, recovered=False)
-    assert c.should_stop() is None
-    c.observe(0.9, removed=4, recovered=False)
-    assert c.should_stop() == "recovery failed"
+def test_observe_accepted_round_resets_failure_count():
+    c = _ctrl(max_failures=2)
+    c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.1)
+    c.observe("accepted", before=0.9, metric=0.89, removed_fraction=0.05)
+    assert c.failures == 0
+    assert c.observe("failed", before=0.89, metric=0.85, removed_fraction=0.1) is None
 
 
-def test_should_stop_pruning_round_removed_nothing_no_candidates():
-    c = _ctrl()
-    c.plan(0.9)
-    c.observe(0.9, removed=0)
-    assert c.should_stop() == "no candidates"
+def test_observe_no_candidates_stops():
+    assert _ctrl().observe("no candidates") == "no candidates left"
 
 
-def test_should_stop_recovery_round_removed_nothing_continues():
-    c = _ctrl()
-    assert c.plan(0.88).recover_only
-    c.observe(0.9, removed=0)
-    assert c.should_stop() is None
+def test_observe_nonfinite_stops_after_more_than_max():
+    c = _ctrl(max_nonfinite=1)
+    assert c.observe("non-finite") is None
+    assert c.scale == pytest.approx(0.5)
+    assert c.observe("non-finite") == "non-finite loss persisted"
 
 
-def test_should_stop_macs_target_reached():
+def test_observe_macs_target_reached():
     c = _ctrl(macs_target=1000.0)
-    c.plan(0.9)
-    c.observe(0.9, macs=1500, removed=2)
-    assert c.should_stop() is None
-    c.plan(0.9)
-    c.observe(0.9, macs=1000, removed=2)
-    assert c.should_stop() == "macs target"
+    assert c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.1, macs=1500) is None
+    assert c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.1, macs=1000) == (
+        "macs target"
+    )
 
 
-def test_backoff_halves_rate_and_good_rounds_restore_it():
+def test_every_stop_reason_emitted_is_listed():
+    reasons = {
+        _ctrl(max_rounds=0).should_stop(),
+        _ctrl().observe("no candidates"),
+        _ctrl(max_failures=1).observe("failed", before=0.9, metric=0.8, removed_fraction=0.1),
+        _ctrl(max_nonfinite=0).observe("non-finite"),
+        _ctrl(macs_target=10.0).observe("accepted", before=0.9, metric=0.9, macs=5),
+    }
+    assert reasons == set(prc.STOP_REASONS)
+
+
+def test_failure_halves_rate_and_accepted_rounds_restore_it():
     c = _ctrl()
-    c.backoff()
+    c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.2)
     plan = c.plan(0.9)
-    assert plan.quantile == pytest.approx(0.1)
+    assert plan.quantile == pytest.approx(0.1)  # scale_free: 0.2 * 1 * 0.5
     assert plan.strength == pytest.approx(5e-4)
-    c.backoff()
+    c.observe("failed", before=0.9, metric=0.86, removed_fraction=0.1)
     assert c.plan(0.9).quantile == pytest.approx(0.05)
-    c.observe(0.9, removed=1)
+    c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.05)
     assert c.plan(0.9).quantile == pytest.approx(0.1)
-    c.observe(0.9, removed=1)
-    c.observe(0.9, removed=1)
+    c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.1)
+    c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.1)
     assert c.plan(0.9).quantile == pytest.approx(0.2)  # capped at full speed
 
 
-def test_backoff_linear_scales_threshold_and_strength():
+def test_failure_linear_scales_threshold_and_strength():
     c = _ctrl(rule="linear", delta_w=0.5, delta_lambda=0.05)
-    c.backoff(0.25)
+    c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.1)
     plan = c.plan(0.9)
-    assert plan.threshold == pytest.approx(0.0025)
-    assert plan.strength == pytest.approx(2.5e-4)
+    assert plan.threshold == pytest.approx(0.005)  # 0.5 * 0.02 * 0.5
+    assert plan.strength == pytest.approx(5e-4)
 
 
-def test_backoff_bad_factor_raises():
-    with pytest.raises(ValueError, match="backoff factor"):
-        _ctrl().backoff(1.5)
+def test_recovery_epochs_doubled_for_retries():
+    c = _ctrl()
+    assert c.recovery_epochs(2) == 2
+    c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.1)
+    assert c.recovery_epochs(2) == 4
+    c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.05)
+    assert c.recovery_epochs(2) == 4
+    c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.02)
+    assert c.recovery_epochs(2) == 2
+
+
+def test_adaptive_plan_full_rate_until_a_cost_is_measured():
+    c = _ctrl(rule="adaptive", p_max=0.3)
+    assert c.plan(0.885).quantile == pytest.approx(0.3)
+    c.observe("accepted", before=0.9, metric=0.901, removed_fraction=0.3)  # recovery absorbed it
+    assert c.cost == 0.0
+    assert c.plan(0.885).quantile == pytest.approx(0.3)  # 2 × 0.3 capped at p_max
+
+
+def test_adaptive_plan_aims_at_half_the_remaining_budget():
+    c = _ctrl(rule="adaptive", p_max=0.3, p_min=0.02)
+    c.observe("accepted", before=0.9, metric=0.89, removed_fraction=0.2)  # 0.01 per 0.2
+    assert c.cost == pytest.approx(0.05)
+    plan = c.plan(0.89)  # R = 0.01: p = 0.01 / (2 * 0.05) = 0.1
+    assert plan.quantile == pytest.approx(0.1)
+    assert plan.strength == pytest.approx(1e-3 * 0.1 / 0.3)
+    assert c.plan(0.8801).quantile == pytest.approx(0.02)  # clipped at p_min
+    assert c.plan(0.95).quantile == pytest.approx(0.3)  # clipped at p_max
+
+
+def test_adaptive_plan_at_most_doubles_the_last_accepted_fraction():
+    c = _ctrl(rule="adaptive", p_max=0.3, p_min=0.02)
+    c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.03)  # free, but small
+    assert c.plan(0.9).quantile == pytest.approx(0.06)
+    c.observe("accepted", before=0.9, metric=0.9, removed_fraction=0.06)
+    assert c.plan(0.9).quantile == pytest.approx(0.12)
+
+
+def test_adaptive_failure_bisects_below_p_min():
+    c = _ctrl(rule="adaptive", p_max=0.3, p_min=0.02)
+    c.observe("failed", before=0.89, metric=0.8, removed_fraction=0.1)  # cost 0.9
+    assert c.plan(0.89).quantile == pytest.approx(0.01)  # p_min * 0.5
+
+
+def test_margin_raises_accept_floor_and_shrinks_spendable_budget():
+    c = _ctrl(margin=0.005)
+    assert c.floor == pytest.approx(0.88)
+    assert c.accept_floor == pytest.approx(0.885)
+    assert not c.meets_floor(0.884)
+    assert c.meets_floor(0.885)
+    plan = c.plan(0.8925)  # R = 0.0075 of 0.015 spendable: half rate
+    assert plan.remaining == pytest.approx(0.0075)
+    assert plan.quantile == pytest.approx(0.1)
+
+
+def test_guarantee_states_floor_margin_and_verdict():
+    c = _ctrl(margin=0.005)
+    text = c.guarantee(0.886, "acceptance")
+    assert "meets the accept floor 0.8850" in text
+    assert "baseline 0.9000 - tolerance 0.0200 + margin 0.0050" in text
+    assert "MISSES" in c.guarantee(0.884, "acceptance")
+
+
+def test_margin_not_below_tolerance_raises():
+    with pytest.raises(ValueError, match="too noisy"):
+        _ctrl(margin=0.02)
+
+
+def test_standard_error_of_accuracy():
+    assert prc.standard_error(0.9, 10_000) == pytest.approx(0.003)
+    assert prc.standard_error(1.2, 100) == 0.0
 
 
 def test_to_dict_json_round_trip_preserves_config_and_state():
-    c = _ctrl(rule="linear", macs_target=5e6, max_rounds=7, max_failed_recoveries=3)
-    c.plan(0.9)
-    c.observe(0.89, macs=6e6, removed=5)
-    c.observe(0.8, macs=6e6, removed=5)
-    c.backoff()
+    c = _ctrl(rule="linear", macs_target=5e6, max_rounds=7, max_failures=3, margin=0.001)
+    c.observe("accepted", before=0.9, metric=0.89, removed_fraction=0.1, macs=6e6)
+    c.observe("failed", before=0.89, metric=0.8, removed_fraction=0.1)
     d = json.loads(json.dumps(c.to_dict()))
     c2 = prc.PruningRateController.from_dict(d)
     assert c2.to_dict() == c.to_dict()
     assert c2.plan(0.9) == c.plan(0.9)
     assert c2.should_stop() == c.should_stop()
-    assert c2.failed_recoveries == 1 and c2.rounds == 2 and c2.scale == pytest.approx(0.5)
+    assert (c2.failures, c2.attempts, c2.scale) == (1, 2, pytest.approx(0.5))
 
 
 def test_from_dict_unknown_key_raises():
@@ -205,7 +273,10 @@ def test_from_dict_unknown_key_raises():
         (dict(max_rounds=-1), "max_rounds"),
         (dict(max_rounds=2.5), "max_rounds"),
         (dict(macs_target=0.0), "macs_target"),
-        (dict(max_failed_recoveries=0), "max_failed_recoveries"),
+        (dict(max_failures=0), "max_failures"),
+        (dict(max_nonfinite=-1), "max_nonfinite"),
+        (dict(p_min=0.5), "p_min"),
+        (dict(margin=-0.01), "margin"),
         (dict(baseline=math.nan), "baseline"),
     ],
 )

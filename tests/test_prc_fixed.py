@@ -20,7 +20,9 @@ def test_fixed_plan_any_positive_remaining_full_rate(metric):
 
 def test_fixed_plan_scale_free_same_state_prunes_less_near_floor():
     near = 0.8805  # R_t = 0.0005 of a 0.02 budget
-    scale_free = prc.PruningRateController(0.9, 0.02, p_max=0.25, lambda_max=2e-3).plan(near)
+    scale_free = prc.PruningRateController(
+        0.9, 0.02, rule="scale_free", p_max=0.25, lambda_max=2e-3
+    ).plan(near)
     assert _fixed().plan(near).quantile > 10 * scale_free.quantile
 
 
@@ -33,17 +35,17 @@ def test_fixed_plan_at_or_below_floor_recover_only(metric):
 
 def test_fixed_backoff_halves_rate_and_good_round_restores():
     ctrl = _fixed()
-    ctrl.backoff()
+    ctrl.observe("failed", before=0.9, metric=0.85, removed_fraction=0.25)
     assert ctrl.plan(0.9).quantile == pytest.approx(0.125)
-    ctrl.observe(metric=0.89, macs=1.0, removed=3)
+    ctrl.observe("accepted", before=0.9, metric=0.89, removed_fraction=0.1, macs=1.0)
     assert ctrl.plan(0.9).quantile == pytest.approx(0.25)
 
 
 def test_fixed_to_dict_round_trip_keeps_rule():
     ctrl = _fixed(max_rounds=4)
-    ctrl.observe(metric=0.89, macs=10.0, removed=2)
+    ctrl.observe("accepted", before=0.9, metric=0.89, removed_fraction=0.1, macs=10.0)
     again = prc.PruningRateController.from_dict(ctrl.to_dict())
-    assert again.rule == "fixed" and again.rounds == 1
+    assert again.rule == "fixed" and again.accepted == 1
     assert again.plan(0.885) == ctrl.plan(0.885)
 
 

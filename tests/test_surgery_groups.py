@@ -54,12 +54,16 @@ def test_find_channel_groups_boundary_layer_blocks_group_with_reason(layer, kind
     assert groups["b"].prunable
 
 
-def test_find_channel_groups_grouped_conv_blocks_its_input_and_output():
-    groups = _groups(_model(L.Conv2D(4, 1, groups=2, name="g"), channels=4))
-    for name in ("a", "g"):
-        assert not groups[name].prunable
-        assert "'g' is a grouped convolution (groups=2)" in groups[name].reason
-    assert groups["b"].prunable
+def test_find_channel_groups_grouped_conv_over_two_groups_blocks_with_reason():
+    inp = keras.Input((8, 8, 3))
+    x = L.Concatenate()([L.Conv2D(2, 1, name="a")(inp), L.Conv2D(2, 1, name="c")(inp)])
+    x = L.Conv2D(4, 1, groups=2, name="g")(L.Concatenate()([x, x]))
+    groups = _groups(keras.Model(inp, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x))))
+    assert not groups["a"].prunable
+    assert "'g' is a grouped convolution (groups=2) over channels of several groups" in (
+        groups["a"].reason
+    )
+    assert groups["g"].prunable and groups["g"].blocks == 2
 
 
 def test_find_channel_groups_softmax_producer_blocks_only_its_output():
@@ -75,15 +79,29 @@ def test_find_channel_groups_inputs_and_outputs_are_unprunable():
     assert groups["a"].prunable and groups["a"].producers == ("a",)
 
 
-def test_find_channel_groups_partial_concat_coupling_unprunable():
+def test_remove_filters_partial_concat_coupling_prunable_exact():
     inp = keras.Input((8, 8, 3))
     x = L.Concatenate()([L.Conv2D(3, 1, name="a")(inp), L.Conv2D(3, 1, name="c")(inp)])
     x = L.Add()([L.Conv2D(6, 1, name="p")(inp), x])
-    model = keras.Model(inp, L.Conv2D(2, 1, name="b")(x))
-    groups = list(_groups(model).values())
-    coupled = [g for g in groups if "p" in g.producers]
-    assert len(coupled) == 1 and set(coupled[0].producers) == {"a", "c", "p"}
-    assert not coupled[0].prunable and "only in part" in coupled[0].reason
+    model = randomize(keras.Model(inp, L.Conv2D(2, 1, name="b")(x)))
+    group = _groups(model)["p"]
+    assert group.prunable and set(group.producers) == {"a", "c", "p"}
+    assert group.partial == ("a", "c")
+    assert [v.path for v, _ in surgery.filter_weights(model, group)] == ["p/kernel"]
+    pruned = surgery.remove_filters(model, {"p": [1, 3, 4]})
+    assert [pruned.get_layer(n).filters for n in ("a", "c", "p")] == [2, 1, 3]
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    assert_same_outputs(pruned, zero_consumer_inputs(model, {"b": [1, 3, 4]}), x)
+
+
+def test_find_channel_groups_coupling_without_full_producer_unprunable():
+    inp = keras.Input((8, 8, 3))
+    x = L.Concatenate()([L.Conv2D(2, 1, name="a")(inp), L.Conv2D(4, 1, name="c")(inp)])
+    y = L.Concatenate()([L.Conv2D(4, 1, name="d")(inp), L.Conv2D(2, 1, name="e")(inp)])
+    model = keras.Model(inp, L.Conv2D(2, 1, name="b")(L.Add()([x, y])))
+    coupled = [g for g in _groups(model).values() if "a" in g.producers]
+    assert len(coupled) == 1 and set(coupled[0].producers) == {"a", "c", "d", "e"}
+    assert not coupled[0].prunable and "no layer produces all of them" in coupled[0].reason
 
 
 def test_remove_filters_concat_of_same_tensor_removes_both_copies():

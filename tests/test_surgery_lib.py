@@ -2,7 +2,8 @@
 
 import keras
 import numpy as np
-from keras.src.saving.serialization_lib import SafeModeScope
+
+from afp_tf.surgery.keras_internals import SafeModeScope
 
 _RANDOM = ("bias", "beta", "gamma", "moving_mean", "moving_variance", "alpha")
 

@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from keras.src.models.functional import Functional
 from test_surgery_lib import assert_same_outputs, randomize, zero_consumer_inputs
 
 from afp_tf import surgery
-from afp_tf.surgery.groups import analyze
+from afp_tf.surgery.analysis import analyze
+from afp_tf.surgery.keras_internals import Functional
 
 L = keras.layers
 

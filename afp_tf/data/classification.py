@@ -35,7 +35,7 @@ from afp_tf.data import preprocess, sources
 from afp_tf.data.errors import DatasetNotFoundError
 
 SOURCES = ("auto", "tfds", "local")
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "accept", "test")
 _IMAGENET_SHUFFLE = 10_000
 
 
@@ -43,19 +43,23 @@ _IMAGENET_SHUFFLE = 10_000
 class ClassificationData:
     """Batched, prefetched ``(float32 image, int32 label)`` datasets and what describes them.
 
-    ``train`` is reshuffled each epoch (and augmented if configured); ``val`` and ``test`` are
-    never augmented. :meth:`make_train` / :meth:`make_eval` rebuild them with another batch
+    ``train`` is reshuffled each epoch (and augmented if configured); ``val``, ``accept`` and
+    ``test`` are never augmented. ``accept`` (None unless ``data.accept_fraction`` > 0) is held
+    out of training like ``val``, for accept/reject decisions only. :meth:`make_train` /
+    :meth:`make_eval` rebuild them with another batch
     size, e.g. a tf.distribute global batch size.
     """
 
     train: tf.data.Dataset
     val: tf.data.Dataset
     test: tf.data.Dataset
+    accept: tf.data.Dataset | None
     num_classes: int
     input_shape: tuple[int, int, int]
     num_train: int
     num_val: int
     num_test: int
+    num_accept: int
     class_names: tuple[str, ...]
     source: str
     batch_size: int
@@ -67,9 +71,10 @@ class ClassificationData:
         """Batches in one pass over ``train`` (the last one may be partial)."""
         return math.ceil(self.num_train / self.batch_size)
 
-    def make_train(self, batch_size: int) -> tf.data.Dataset:
-        """The training pipeline with ``batch_size``."""
-        return self._make("train", batch_size, True)
+    def make_train(self, batch_size: int, epoch: int | None = None) -> tf.data.Dataset:
+        """The training pipeline with ``batch_size``; with ``epoch``, shuffled and augmented from
+        that epoch's seed only (the same batches whenever it is rebuilt, e.g. after a resume)."""
+        return self._make("train", batch_size, True if epoch is None else ("epoch", epoch))
 
     def make_eval(self, split: str, batch_size: int) -> tf.data.Dataset:
         """The non-augmented, unshuffled pipeline of ``split`` (train, val or test)."""
@@ -106,6 +111,7 @@ def load_classification(cfg) -> ClassificationData:
     data = {
         "train": (arrays.train_x[idx["train"]], arrays.train_y[idx["train"]]),
         "val": (arrays.train_x[idx["val"]], arrays.train_y[idx["val"]]),
+        "accept": (arrays.train_x[idx["accept"]], arrays.train_y[idx["accept"]]),
         "test": (arrays.test_x[idx["test"]], arrays.test_y[idx["test"]]),
     }
     native = arrays.train_x.shape[1:]
@@ -114,9 +120,14 @@ def load_classification(cfg) -> ClassificationData:
     train_fn = preprocess.small_image_fn(spec.mean, spec.std, augment=augment, **kwargs)
     eval_fn = preprocess.small_image_fn(spec.mean, spec.std, augment=None, **kwargs)
 
-    def elements(split: str, train: bool) -> tf.data.Dataset:
+    def elements(split: str, train) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices(data[split])
-        return ds.shuffle(len(data[split][1]), seed=cfg.seed) if train else ds
+        if not train:
+            return ds
+        if isinstance(train, tuple):  # one epoch's order, from its own seed
+            seed = int(np.random.default_rng([cfg.seed, train[1]]).integers(2**31))
+            return ds.shuffle(len(data[split][1]), seed=seed, reshuffle_each_iteration=False)
+        return ds.shuffle(len(data[split][1]), seed=cfg.seed)
 
     out_shape = tuple(eval_fn(tf.zeros(native, tf.uint8), 0)[0].shape)
     counts = {s: len(data[s][1]) for s in SPLITS}
@@ -126,19 +137,29 @@ def load_classification(cfg) -> ClassificationData:
 
 
 def split_indices(num_train: int, num_test: int, cfg) -> dict[str, np.ndarray]:
-    """Sorted indices of the train/val examples (into the original train split) and of the test
-    examples, from ``val_fraction``, the subsets and ``seed``."""
+    """Sorted indices of the train/val/accept examples (into the original train split) and of
+    the test examples, from ``val_fraction``, ``accept_fraction``, the subsets and ``seed``.
+
+    Validation is the first ``val_fraction`` of a seeded permutation of the training split, the
+    acceptance split the next ``accept_fraction`` (none when 0), training the rest."""
     perm = np.random.default_rng(cfg.seed).permutation(num_train)
     num_val = max(1, round(num_train * cfg.val_fraction))
-    if num_train - num_val < 1:
+    accept_fraction = cfg.get("accept_fraction", 0.0)
+    num_acc = max(1, round(num_train * accept_fraction)) if accept_fraction else 0
+    if num_train - num_val - num_acc < 1:
         raise ValueError(
             f"The training split has {num_train} examples: too few to carve "
-            f"val_fraction={cfg.val_fraction} out of it."
+            f"val_fraction={cfg.val_fraction} and accept_fraction={accept_fraction} out of it."
         )
     test = np.random.default_rng([cfg.seed, 1]).permutation(num_test)
-    pick = {"train": perm[num_val:], "val": perm[:num_val], "test": test}
+    pick = {
+        "train": perm[num_val + num_acc :],
+        "val": perm[:num_val],
+        "accept": perm[num_val : num_val + num_acc],
+        "test": test,
+    }
     for split in SPLITS:
-        if subset := cfg[f"{split}_subset"]:
+        if subset := cfg.get(f"{split}_subset", 0):
             pick[split] = pick[split][:subset]
     return {k: np.sort(v) for k, v in pick.items()}
 
@@ -153,7 +174,8 @@ def _build(cfg, spec, class_names, source, input_shape, counts, elements, train_
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         ds = elements(split, train)
         if train and cfg.augment:
-            seeds = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)
+            seed = cfg.seed if train is True else cfg.seed + 7919 * (train[1] + 1)
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
             ds = tf.data.Dataset.zip(ds, seeds).map(
                 lambda xy, s: train_fn(xy[0], xy[1], s), num_parallel_calls=tf.data.AUTOTUNE
             )
@@ -166,11 +188,13 @@ def _build(cfg, spec, class_names, source, input_shape, counts, elements, train_
         train=make("train", cfg.batch_size, True),
         val=make("val", cfg.eval_batch_size, False),
         test=make("test", cfg.eval_batch_size, False),
+        accept=make("accept", cfg.eval_batch_size, False) if counts.get("accept") else None,
         num_classes=spec.num_classes,
         input_shape=tuple(int(d) for d in input_shape),
         num_train=counts["train"],
         num_val=counts["val"],
         num_test=counts["test"],
+        num_accept=counts.get("accept", 0),
         class_names=tuple(class_names),
         source=source,
         batch_size=cfg.batch_size,
@@ -200,8 +224,8 @@ def _validate(cfg, spec: sources.DatasetSpec) -> None:
             f"data.channels={cfg.channels}: {spec.name} has {native_channels} channel(s); use 0 "
             "(native) or 3 (replicates a grayscale channel)."
         )
-    for key in ("image_size", "train_subset", "val_subset", "test_subset"):
-        if cfg[key] < 0:
+    for key in ("image_size", "train_subset", "val_subset", "test_subset", "accept_subset"):
+        if cfg.get(key, 0) < 0:
             raise ValueError(f"data.{key} must be >= 0, got {cfg[key]}.")
 
 
@@ -305,7 +329,7 @@ def _imagenet(cfg, spec: sources.DatasetSpec) -> ClassificationData:
         ds = builder.as_dataset(
             split=tfds.core.ReadInstruction(name, from_=start, to=stop, unit="abs"),
             as_supervised=True,
-            shuffle_files=train,
+            shuffle_files=bool(train),
             read_config=tfds.ReadConfig(shuffle_seed=cfg.seed),
         )
         return ds.shuffle(_IMAGENET_SHUFFLE, seed=cfg.seed) if train else ds

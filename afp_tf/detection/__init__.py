@@ -7,3 +7,7 @@ keras-cv ``BoxMatcher``, smooth-L1 + cross-entropy with 3:1 hard negatives), ``d
 and built-in NMS where the runtime has it), ``kerascv`` (pruning the backbone of
 keras-cv RetinaNet / YOLOV8Detector).
 """
+
+from afp_tf import extras
+
+extras.require("keras_cv", "afp_tf.detection (SSD loss, matching and NMS)")

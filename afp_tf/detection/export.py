@@ -1,6 +1,7 @@
 """Exports an SSD detector: raw artifacts in every format plus TFLite/SavedModel with NMS inside.
 
-Raw artifacts (the formats of :mod:`afp_tf.export`) return ``(batch, anchors, 4 + 1 + C)``; each
+The detection task's exporter (``Task.exporter``). Raw artifacts (the formats of
+:mod:`afp_tf.export_checks`) return ``(batch, anchors, 4 + 1 + C)``; each
 is checked against Keras (relative difference of the raw outputs) and by mAP@0.5 on validation
 images after the deploy-side NumPy post-processing of ``export/detection_postprocess.py``
 (decoding + class-aware NMS), which is also how a runtime without NMS (ONNX here) is used:
@@ -23,8 +24,7 @@ boxes (an ``AnchorSpec``) laid out for that size.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,29 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import export, io_utils
+from afp_tf import io_utils
 from afp_tf.detection import anchors as anchors_lib
 from afp_tf.detection import quantize
 from afp_tf.detection.metrics import MeanAveragePrecision
+from afp_tf.export import write_formats
+from afp_tf.export_artifacts import (
+    INPUT_NAME,
+    check_single_io,
+    convert,
+    layer_names,
+    prepare_out_dir,
+    write_saved_model,
+)
+from afp_tf.export_checks import (
+    ALL_FORMATS,
+    artifact_size,
+    checked,
+    load_runner,
+    metric_failures,
+    resolve_formats,
+    run_and_compare,
+    write_report,
+)
 from afp_tf.models.ssd import at_input_size
 
 ANCHORS_NAME = "anchors.npy"
@@ -58,11 +77,12 @@ def export_detector(
     out_dir: str | Path,
     *,
     anchors: np.ndarray,
-    formats: Sequence[str] = export.ALL_FORMATS,
-    representative: np.ndarray,
+    formats: Sequence[str] = ALL_FORMATS,
+    representative: np.ndarray | None = None,
     val_x: np.ndarray,
     val_y: np.ndarray,
     data_note: str | None = None,
+    tolerances: Mapping[str, Mapping[str, float | None]] | None = None,
     score_threshold: float = 0.01,
     iou_threshold: float = 0.45,
     max_detections: int = 100,
@@ -74,11 +94,14 @@ def export_detector(
         out_dir: Created if missing; artifacts replace earlier ones atomically.
         anchors: The model's default boxes: an ``AnchorSpec`` or ``(anchors, 4)`` relative
             ``xyxy`` boxes for the size of ``val_x``.
-        formats: Raw formats, names from ``afp_tf.export.ALL_FORMATS``.
-        representative: Training images calibrating full-integer quantisation.
+        formats: Raw formats, names from ``afp_tf.export_checks.ALL_FORMATS``.
+        representative: Training images calibrating full-integer quantisation (None skips
+            ``tflite_int8``).
         val_x: Validation images every artifact is run on.
         val_y: Their packed ground truth ``(n, max_boxes, 5)`` (class -1 = padding).
         data_note: Recorded in the report.
+        tolerances: ``{format: {check: value}}`` replacing the defaults (``max_metric_drop``
+            is in mAP@0.5 points here); see ``afp_tf.export_checks.parse_tolerances``.
         score_threshold: NMS candidates need a class probability above this.
         iou_threshold: NMS drops a box overlapping a kept box of its class by more than this.
         max_detections: Detections kept per image.
@@ -87,15 +110,15 @@ def export_detector(
         The report, also written to ``out_dir/export_report.json``.
 
     Raises:
-        ExportError: A conversion failed.
-        ExportVerificationError: An artifact failed a check (after the report is written).
+        ExportVerificationError: An artifact failed (after every format was attempted and the
+            report written).
     """
-    formats = export.parse_formats(formats)
-    out = export.prepare_out_dir(out_dir)
-    export.check_single_io(model)
+    fmts = resolve_formats(formats, tolerances, metric_drop=MAP_TOLERANCE)
+    out = prepare_out_dir(out_dir)
+    check_single_io(model)
     val_x, val_y = np.asarray(val_x, np.float32), np.asarray(val_y, np.float32)
     model = at_input_size(model, *val_x.shape[1:3])
-    input_shape = export.check_single_io(model)
+    input_shape = check_single_io(model)
     anchors = anchors_lib.resolve(anchors, *val_x.shape[1:3])
     if val_y.ndim != 3 or val_y.shape[-1] != 5 or len(val_y) != len(val_x):
         raise ValueError(
@@ -108,7 +131,7 @@ def export_detector(
             "the anchors the detector was trained with."
         )
     meta = _write_metadata(out, anchors, score_threshold, iou_threshold, max_detections)
-    post = export.load_runner(POSTPROCESS)
+    post = load_runner(POSTPROCESS)
     keras_map = _map(post.postprocess(keras_raw, meta), val_y)
     report: dict[str, Any] = {
         "task": "detection",
@@ -117,31 +140,29 @@ def export_detector(
         "metric": "map50",
         "keras_metric": keras_map,
         "relative_difference": "max|artifact - keras| / max|keras| over all raw outputs",
-        "input": {"name": export.INPUT_NAME, "shape": [None, *input_shape]},
+        "input": {"name": INPUT_NAME, "shape": [None, *input_shape]},
         "output": OUTPUT_NAME,
         "raw_output": "(batch, anchors, 4 + 1 + classes): SSD offsets, background, class logits",
-        "formats": {},
     }
-    with tempfile.TemporaryDirectory(dir=out, prefix=".export.") as tmp:
-        saved_model = out / "saved_model" if "saved_model" in formats else Path(tmp) / "sm"
-        export.write_saved_model(model, input_shape, saved_model, output_name=OUTPUT_NAME)
-        layers = export.layer_names(model)
-        for name in formats:
-            fmt = export.FORMATS[name]
-            path = out / fmt.filename
-            if name == "tflite_int8":
-                _write_int8(saved_model, path, representative)
-            elif name != "saved_model":
-                export.convert(name, saved_model, path, representative, layers)
-            report["formats"][name] = _verify_raw(
-                fmt, path, val_x, val_y, keras_raw, keras_map, meta, post
-            )
-        int8_rep = representative if "tflite_int8" in formats else None
-        report["postprocessing"] = _export_nms(
-            model, out, input_shape, meta, val_x, val_y, keras_map, int8_rep
-        )
-    export.write_report(out, report, {**report["formats"], **report["postprocessing"]["built_in"]})
-    logging.info("Exported detector (%s + NMS artifacts) to %s.", ", ".join(formats), out)
+    report["formats"] = write_formats(
+        model,
+        out,
+        fmts,
+        representative=representative,
+        verify=lambda fmt, path: _verify_raw(
+            fmt, path, val_x, val_y, keras_raw, keras_map, meta, post
+        ),
+        output_name=OUTPUT_NAME,
+        writers={"tflite_int8": _write_int8},
+    )
+    int8 = report["formats"].get("tflite_int8", {}).get("status") not in (None, "skipped")
+    report["postprocessing"] = _export_nms(
+        model, out, input_shape, meta, val_x, val_y, keras_map, representative if int8 else None
+    )
+    write_report(out, report, {**report["formats"], **report["postprocessing"]["built_in"]})
+    logging.info(
+        "Exported detector (%s + NMS artifacts) to %s.", ", ".join(f.name for f in fmts), out
+    )
     return report
 
 
@@ -174,26 +195,22 @@ _KEYS = ("boxes", "scores", "classes")
 
 
 def _verify_raw(fmt, path, val_x, val_y, keras_raw, keras_map, meta, post) -> dict:
-    runner, raw, abs_diff, rel_diff, failures = export.run_and_compare(
+    runner, raw, abs_diff, rel_diff, failures = run_and_compare(
         fmt, path, val_x, keras_raw, batch=32
     )
     metric = _map(post.postprocess(raw, meta), val_y)
-    tolerance = MAP_TOLERANCE.get(fmt.name)
-    if tolerance is not None and not metric >= keras_map - tolerance:
-        failures.append(f"mAP@0.5 {metric:.4f} more than {tolerance:g} below Keras {keras_map:.4f}")
-    return {
-        "path": str(path),
-        "size_bytes": export.artifact_size(path),
-        "max_abs_diff": abs_diff,
-        "max_rel_diff": rel_diff,
-        "metric": metric,
-        "keras_metric": keras_map,
-        "thresholds": {"max_rel_diff": fmt.max_rel_diff, "max_map50_drop": tolerance},
-        "postprocessing": f"export/{POSTPROCESS} (NumPy decode + NMS)",
-        "runtime": runner.runtime,
-        "passed": not failures,
-        "failures": failures,
-    }
+    failures += metric_failures(fmt, metric, keras_map, "mAP@0.5")
+    return checked(
+        fmt,
+        path,
+        runner,
+        failures,
+        max_abs_diff=abs_diff,
+        max_rel_diff=rel_diff,
+        metric=metric,
+        keras_metric=keras_map,
+        postprocessing=f"export/{POSTPROCESS} (NumPy decode + NMS)",
+    )
 
 
 def nms_function(model: keras.Model, meta: dict):
@@ -231,11 +248,8 @@ def nms_function(model: keras.Model, meta: dict):
 
 def _write_int8(saved_model: Path, path: Path, representative) -> None:
     """Writes the full-integer TFLite of ``saved_model`` (:mod:`afp_tf.detection.quantize`)."""
-    try:
-        with io_utils.atomic_path(path) as tmp:
-            tmp.write_bytes(quantize.to_int8_tflite(str(saved_model), representative))
-    except Exception as e:  # noqa: BLE001 - converters raise many types; re-raised with context
-        raise export.ExportError(f"tflite_int8 conversion of the detector failed: {e}") from e
+    with io_utils.atomic_path(path) as tmp:
+        tmp.write_bytes(quantize.to_int8_tflite(str(saved_model), representative))
 
 
 def _export_nms(
@@ -245,22 +259,35 @@ def _export_nms(
     representative frames, ``model_int8_nms.tflite``."""
     saved = out / NMS_ARTIFACTS["saved_model_nms"]
     tflite = out / NMS_ARTIFACTS["tflite_fp32_nms"]
-    export.write_saved_model(model, input_shape, saved, endpoint=nms_function(model, meta), batch=1)
-    export.convert("tflite_fp32", saved, tflite, None, export.layer_names(model))
+    write_saved_model(
+        model, input_shape, saved, OUTPUT_NAME, endpoint=nms_function(model, meta), batch=1
+    )
+    convert("tflite_fp32", saved, tflite, None, layer_names(model))
     artifacts = [
         ("saved_model_nms", saved, "run_saved_model.py", NMS_MAP_TOLERANCE),
         ("tflite_fp32_nms", tflite, "run_tflite.py", NMS_MAP_TOLERANCE),
     ]
+    int8, int8_failure = out / NMS_ARTIFACTS["tflite_int8_nms"], None
     if int8_representative is not None:
-        int8 = out / NMS_ARTIFACTS["tflite_int8_nms"]
-        _write_int8(saved, int8, int8_representative)
-        artifacts.append(("tflite_int8_nms", int8, "run_tflite.py", MAP_TOLERANCE["tflite_int8"]))
+        try:
+            _write_int8(saved, int8, int8_representative)
+            artifacts.append(
+                ("tflite_int8_nms", int8, "run_tflite.py", MAP_TOLERANCE["tflite_int8"])
+            )
+        except Exception as e:  # noqa: BLE001 - one artifact's failure must not stop the others
+            int8_failure = f"int8 conversion failed: {str(e).strip().splitlines()[0]}"
+            logging.warning("tflite_int8_nms %s", int8_failure)
     built_in = {
         name: _verify_nms(path, runner, val_x, val_y, keras_map, tolerance)
         for name, path, runner, tolerance in artifacts
     }
-    if int8_representative is not None:
+    if "tflite_int8_nms" in built_in:
         built_in["tflite_int8_nms"]["int8_ops"] = quantize.op_precision(int8.read_bytes())
+    elif int8_failure:
+        built_in["tflite_int8_nms"] = {
+            "status": "failed", "path": None, "metric": None, "passed": False,
+            "failures": [int8_failure],
+        }  # fmt: skip
     return {
         "built_in": built_in,
         "left_to_export": {
@@ -273,7 +300,7 @@ def _export_nms(
 
 
 def _verify_nms(path: Path, runner_script: str, val_x, val_y, keras_map, tolerance) -> dict:
-    runner = export.load_runner(runner_script).load(str(path), threads=1)
+    runner = load_runner(runner_script).load(str(path), threads=1)
     detections = []
     for x in val_x:
         outputs = runner.predict_all(x[None])
@@ -290,8 +317,9 @@ def _verify_nms(path: Path, runner_script: str, val_x, val_y, keras_map, toleran
             f"than {tolerance:g}"
         )
     return {
+        "status": "failed" if failures else "passed",
         "path": str(path),
-        "size_bytes": export.artifact_size(path),
+        "size_bytes": artifact_size(path),
         "outputs": "boxes (1, K, 4) relative xyxy, scores (1, K), classes (1, K), "
         "num_detections (1,); batch 1",
         "metric": metric,

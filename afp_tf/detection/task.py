@@ -10,9 +10,12 @@ trains on native-resolution crops and is evaluated on full frames. The decision 
 
 from __future__ import annotations
 
+import functools
+
 from afp_tf import tasks
 from afp_tf.data.gtsdb import load_gtsdb
 from afp_tf.detection.anchors import AnchorSpec
+from afp_tf.detection.export import export_detector
 from afp_tf.detection.loss import SSDLoss
 from afp_tf.detection.metrics import evaluate_detector
 from afp_tf.models.ssd import build_ssd
@@ -54,6 +57,7 @@ def load(cfg) -> tasks.TaskData:
             metrics=list,
             metric_name="map50",
             evaluate=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
+            exporter=functools.partial(export_detector, anchors=anchors),
         ),
         train=data.train,
         val=data.val,

@@ -4,8 +4,6 @@ import math
 
 import keras
 import numpy as np
-from keras.src.ops import nn as nn_ops
-from keras.src.ops import numpy as np_ops
 
 from afp_tf.surgery.rules import Boundary, Rule, check_channels_last, register_many, take
 
@@ -55,6 +53,23 @@ class PerChannelRule(Rule):
         return config, [w if w.shape[-1] == 1 else take(w, keep.inputs[0], -1) for w in weights]
 
 
+class NormalizationRule(PerChannelRule):
+    """``Normalization`` over the channel axis: per-channel mean and variance."""
+
+    def propagate(self, layer, inputs, ctx):
+        axis = layer.axis if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
+        rank = len(ctx.input_shapes[0])
+        if [a % rank for a in axis if a is not None] != [rank - 1]:
+            raise Boundary(f"it normalises over axes {layer.axis}, not the channel axis alone")
+        if getattr(layer, "input_mean", None) is not None:
+            raise Boundary("its mean and variance are fixed in its config")
+        return [inputs[0]]
+
+    def rebuild(self, layer, config, weights, keep):
+        # mean and variance have the channel last; the sample count is a scalar.
+        return config, [w if w.ndim == 0 else take(w, keep.inputs[0], -1) for w in weights]
+
+
 class MergeRule(IdentityRule):
     """Element-wise merges: the channels of all inputs are coupled (broadcast size 1 allowed)."""
 
@@ -68,18 +83,6 @@ class MergeRule(IdentityRule):
         for other in full[1:]:
             ctx.unify(full[0], other)
         return [full[0]]
-
-
-class ElementwiseOpRule(MergeRule):
-    """``keras.ops`` element-wise functions called on symbolic tensors (``x + 3.0``,
-    ``ops.relu(x)``), as in MobileNetV3's hard-swish: channel-wise when every constant operand
-    is a scalar; tensor operands are coupled like a merge."""
-
-    def propagate(self, layer, inputs, ctx):
-        stored = [v for v in vars(layer).values() if hasattr(v, "shape")]  # e.g. clip bounds
-        if any(np.size(c) != 1 for c in [*ctx.constants, *stored] if not isinstance(c, bool)):
-            raise Boundary("it has a non-scalar constant operand")
-        return super().propagate(layer, inputs, ctx)
 
 
 class ConcatenateRule(IdentityRule):
@@ -158,15 +161,25 @@ class ConvRule(Rule):
 
     def propagate(self, layer, inputs, ctx):
         _check_plain(layer)
+        groups = getattr(layer, "groups", 1)
+        if groups == 1:
+            return [_produce(layer, ctx, layer.filters)]
+        if inputs[0] is None:
+            raise Boundary("it is a grouped convolution over a tensor without channel axis")
+        if groups == len(inputs[0]):  # depthwise: input c gives outputs c*m .. c*m+m-1
+            multiplier = layer.filters // groups
+            if multiplier == 1:
+                ctx.passthrough(inputs[0])
+            return [np.repeat(inputs[0], multiplier)]
+        ctx.divide(inputs[0], groups)  # the same count removed from each group's inputs...
         out = _produce(layer, ctx, layer.filters)
-        if getattr(layer, "groups", 1) > 1:
-            reason = f"'{ctx.path}' is a grouped convolution (groups={layer.groups})"
-            ctx.block(out, reason)
-            if inputs[0] is not None:
-                ctx.block(inputs[0], reason)
+        ctx.divide(out, groups)  # ... and from each group's filters
         return [out]
 
     def rebuild(self, layer, config, weights, keep):
+        groups = getattr(layer, "groups", 1)
+        if groups > 1:
+            return _rebuild_grouped(config, weights, keep, groups)
         kernel = take(
             take(weights[0], keep.inputs[0], self.in_axis), keep.outputs[0], self.out_axis
         )
@@ -175,6 +188,27 @@ class ConvRule(Rule):
 
     def filter_weights(self, layer):
         return [(layer.kernel, len(layer.kernel.shape) + self.out_axis)]
+
+
+def _rebuild_grouped(config, weights, keep, groups: int):
+    """A grouped ConvND (kernel ``(..., in/groups, filters)``) without some channels."""
+    kernel, *rest = weights
+    per_in, filters = kernel.shape[-2], kernel.shape[-1]
+    per_out = filters // groups
+    kept_in = np.arange(per_in * groups) if keep.inputs[0] is None else keep.inputs[0]
+    kept_out = np.arange(filters) if keep.outputs[0] is None else keep.outputs[0]
+    if per_in == 1:  # depthwise: the kept input channels are the kept groups
+        groups = len(kept_in)
+        kernel = kernel[..., kept_out]
+    else:
+        blocks = []
+        for j in range(groups):
+            rows = kept_in[kept_in // per_in == j] % per_in
+            cols = kept_out[kept_out // per_out == j]
+            blocks.append(kernel[..., rows, :][..., cols])
+        kernel = np.concatenate(blocks, axis=-1)
+    rest = [b[kept_out] for b in rest]
+    return {**config, "filters": len(kept_out), "groups": groups}, [kernel, *rest]
 
 
 def _depthwise_rows(keep: np.ndarray, multiplier: int) -> np.ndarray:
@@ -240,6 +274,7 @@ register_many(
 register_many([L.Activation], ActivationRule())
 register_many([L.Rescaling], RescalingRule())
 register_many([L.BatchNormalization, L.PReLU], PerChannelRule())
+register_many([L.Normalization], NormalizationRule())
 register_many([L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum], MergeRule())
 register_many([L.Concatenate], ConcatenateRule())
 register_many([L.Flatten], FlattenRule())
@@ -249,12 +284,3 @@ register_many([L.Conv1D, L.Conv2D, L.Conv3D], ConvRule())
 register_many([L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose], ConvRule(transpose=True))
 register_many([L.DepthwiseConv1D, L.DepthwiseConv2D], DepthwiseRule())
 register_many([L.SeparableConv1D, L.SeparableConv2D], SeparableRule())
-
-_ELEMENTWISE_OPS = (
-    [np_ops.Add, np_ops.Subtract, np_ops.Multiply, np_ops.Divide, np_ops.TrueDivide]
-    + [np_ops.Maximum, np_ops.Minimum, np_ops.Power, np_ops.Negative, np_ops.Absolute]
-    + [np_ops.Square, np_ops.Sqrt, np_ops.Exp, np_ops.Log, np_ops.Tanh, np_ops.Clip]
-    + [nn_ops.Relu, nn_ops.Relu6, nn_ops.Sigmoid, nn_ops.HardSigmoid, nn_ops.HardSilu]
-    + [nn_ops.Silu, nn_ops.Gelu, nn_ops.Elu, nn_ops.Selu, nn_ops.LeakyRelu, nn_ops.Softplus]
-)
-register_many(_ELEMENTWISE_OPS, ElementwiseOpRule())

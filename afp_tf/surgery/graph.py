@@ -3,9 +3,9 @@
 from collections.abc import Iterator
 
 import keras
-from keras.src.models.functional import Functional
 
 from afp_tf.surgery.errors import SurgeryError
+from afp_tf.surgery.keras_internals import Functional, nodes_by_depth, sequential_graph
 
 
 def as_functional(model: keras.Model) -> Functional:
@@ -17,12 +17,13 @@ def as_functional(model: keras.Model) -> Functional:
     if isinstance(model, Functional):
         return model
     if isinstance(model, keras.Sequential):
-        if model._functional is None:
+        graph = sequential_graph(model)
+        if graph is None:
             raise SurgeryError(
                 f"Sequential model '{model.name}' has no graph yet: give it a keras.Input "
                 "as first layer (or build it) before surgery."
             )
-        return model._functional
+        return graph
     raise SurgeryError(
         f"Model '{getattr(model, 'name', model)}' of class {type(model).__name__} is subclassed "
         "(its call() is Python code), so its channel flow cannot be traced. Rewrite it with the "
@@ -33,13 +34,13 @@ def as_functional(model: keras.Model) -> Functional:
 def is_submodel(op) -> bool:
     """Whether ``op`` is a model used as a layer whose graph surgery descends into."""
     return isinstance(op, Functional) or (
-        isinstance(op, keras.Sequential) and op._functional is not None
+        isinstance(op, keras.Sequential) and sequential_graph(op) is not None
     )
 
 
 def nodes_in_order(graph: Functional) -> Iterator:
     """The non-input nodes of ``graph`` in topological order (deepest first)."""
-    by_depth = graph._nodes_by_depth
+    by_depth = nodes_by_depth(graph)
     for depth in sorted(by_depth, reverse=True):
         for node in by_depth[depth]:
             if node.operation is not None and not node.is_input:

@@ -40,6 +40,9 @@ class Context(Protocol):
     def passthrough(self, labels: Labels) -> None:
         """Record that this layer has per-channel filter weights for channels ``labels``."""
 
+    def divide(self, labels: Labels, blocks: int) -> None:
+        """Removals from ``labels`` must take the same count from each of ``blocks`` blocks."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Keep:
@@ -77,6 +80,10 @@ class Rule:
         """The config and weights of the smaller layer (inputs are ``np`` copies to slice)."""
         return config, weights
 
+    def rebuild_op(self, op: Any, keep: Keep, input_shapes: list[tuple]) -> Any:
+        """For a ``keras.ops`` operation (not a layer): a callable for the kept channels."""
+        return op
+
     def filter_weights(self, layer: keras.layers.Layer) -> list[tuple[Any, int]]:
         """Live variables holding this layer's output filters, each with its filter axis."""
         return []
@@ -94,11 +101,13 @@ def register_rule(layer_cls: type, rule: Rule | None = None) -> Rule | Callable:
       an int array with one channel id per position of its last axis (``None`` if it has none).
       Return one such array per output. A producer returns ``ctx.new_space(n)``; a layer whose
       inputs must lose the same channels calls ``ctx.unify(a, b)``; a layer that cannot keep
-      some channels calls ``ctx.block(labels, reason)``; a layer that mixes channels raises
-      :class:`Boundary` with the reason.
+      some channels calls ``ctx.block(labels, reason)``; a grouped layer calls
+      ``ctx.divide(labels, groups)``; a layer that mixes channels raises :class:`Boundary`
+      with the reason.
     * ``rebuild(layer, config, weights, keep) -> (config, weights)``: slice the layer's config
       (e.g. ``filters``) and its ``get_weights()`` arrays to the kept positions ``keep.inputs``
-      / ``keep.outputs`` (only called when something of this layer is removed).
+      / ``keep.outputs`` (only called when something of this layer is removed); for a
+      ``keras.ops`` operation, ``rebuild_op(op, keep, input_shapes) -> callable`` instead.
     * ``filter_weights(layer) -> [(variable, axis)]``: for producers, the live kernels in
       which index ``i`` along ``axis`` is output channel ``i``.
     * ``consistent_calls``: see :class:`Rule`.

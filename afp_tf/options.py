@@ -1,0 +1,177 @@
+"""``PruneOptions``: every pruning default and its validation, in one frozen dataclass.
+
+``config_lib`` builds it from the ``prune`` config section, ``afp_tf.prune`` and ``AFPCallback``
+from keyword arguments; the pruner and the controller read nothing else. Choice lists live where
+they are implemented (``prc.RULES``, ``afp.NORMALIZATIONS``, ``afp.COSTS``, ``REMOVALS`` here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any
+
+from afp_tf import afp, prc
+
+REMOVALS = ("all", "decayed")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneOptions:
+    """How a pruning run behaves (docs/method.md gives each choice and its config key).
+
+    Attributes:
+      enabled: prune at all (the main job trains and exports a baseline only when False).
+      tolerance: accepted drop of the decision metric, absolute (0.01 = one point) or relative.
+      relative: ``tolerance`` is a fraction of the baseline metric.
+      rule: the controller's rule, one of ``prc.RULES``.
+      p_max, p_min: largest and (adaptive rule) smallest fraction of the filters a round targets.
+      lambda_max: largest targeted-ℓ1 strength.
+      delta_w, delta_lambda: the linear rule's slopes (``W_t``, ``λ_t`` per unit of ``R_t``).
+      penalty_epochs: ``k``, epochs of targeted-ℓ1 training per round.
+      recovery_epochs: ``r``, most recovery epochs per round (``2r`` for a retry after a
+        failed round).
+      recovery_margin: recovery stops early once the recovery metric is this fraction of the
+        spendable budget above the floor.
+      max_rounds: most rounds attempted, accepted or not.
+      macs_target: stop once MACs <= this fraction of the baseline's; 0 = off.
+      min_filters: never leave a group with fewer filters.
+      round_to: keep filter counts multiples of this (hardware rounding).
+      importance: normalisation of ℓ1 importance, one of ``afp.NORMALIZATIONS``.
+      cost: per-filter cost the importance is divided by, one of ``afp.COSTS``.
+      max_group_fraction: most of a group one round may remove.
+      removal: ``"all"`` candidates, or only those ``"decayed"`` below ``decay_fraction`` of
+        their starting norm.
+      decay_fraction: see ``removal``.
+      finetune_epochs: epochs of the main job's final fine-tune.
+      max_failures: stop after this many consecutive failed rounds.
+      max_nonfinite_retries: stop after more consecutive non-finite rounds than this.
+      learning_rate: learning rate of pruning and recovery; 0 = the training one.
+      margin_z: a round is accepted only ``margin_z`` standard errors of the decision metric
+        above the floor (accuracy-like metrics with a known acceptance-set size; else 0).
+    """
+
+    enabled: bool = True
+    tolerance: float = 0.01
+    relative: bool = False
+    rule: str = "adaptive"
+    p_max: float = 0.2
+    p_min: float = 0.02
+    lambda_max: float = 1e-3
+    delta_w: float = 0.5
+    delta_lambda: float = 0.05
+    penalty_epochs: int = 1
+    recovery_epochs: int = 2
+    recovery_margin: float = 0.5
+    max_rounds: int = 20
+    macs_target: float = 0.0
+    min_filters: int = 1
+    round_to: int = 1
+    importance: str = "layer_mean"
+    cost: str = "none"
+    max_group_fraction: float = 0.5
+    removal: str = "all"
+    decay_fraction: float = 0.5
+    finetune_epochs: int = 2
+    max_failures: int = 3
+    max_nonfinite_retries: int = 2
+    learning_rate: float = 0.0
+    margin_z: float = 1.0
+
+    def __post_init__(self):
+        _choice("rule", self.rule, prc.RULES)
+        _choice("importance", self.importance, afp.NORMALIZATIONS)
+        _choice("cost", self.cost, afp.COSTS)
+        _choice("removal", self.removal, REMOVALS)
+        for key in (
+            "penalty_epochs",
+            "recovery_epochs",
+            "finetune_epochs",
+            "max_rounds",
+            "max_nonfinite_retries",
+        ):
+            _check(_is_int(getattr(self, key), 0), f"{key}={getattr(self, key)!r} must be >= 0.")
+        for key in ("min_filters", "round_to", "max_failures"):
+            _check(_is_int(getattr(self, key), 1), f"{key}={getattr(self, key)!r} must be >= 1.")
+        _check(
+            0 < self.tolerance < 1,
+            f"tolerance={self.tolerance} must be in (0, 1): an absolute drop of the metric "
+            "(0.01 = one point of accuracy or mAP), or a fraction of it with relative=True.",
+        )
+        _check(0 < self.p_max <= 1, f"p_max={self.p_max} must be in (0, 1].")
+        _check(0 < self.p_min <= self.p_max, f"p_min={self.p_min} must be in (0, p_max].")
+        _check(self.lambda_max >= 0, f"lambda_max={self.lambda_max} must be >= 0.")
+        _check(self.delta_w > 0, f"delta_w={self.delta_w} must be > 0.")
+        _check(self.delta_lambda >= 0, f"delta_lambda={self.delta_lambda} must be >= 0.")
+        _check(0 <= self.macs_target < 1, f"macs_target={self.macs_target} must be in [0, 1).")
+        _check(
+            0 <= self.recovery_margin <= 1,
+            f"recovery_margin={self.recovery_margin} must be in [0, 1].",
+        )
+        _check(
+            0 < self.max_group_fraction <= 1,
+            f"max_group_fraction={self.max_group_fraction} must be in (0, 1].",
+        )
+        _check(0 < self.decay_fraction <= 1, f"decay_fraction={self.decay_fraction} not in (0, 1].")
+        _check(self.learning_rate >= 0, f"learning_rate={self.learning_rate} must be >= 0.")
+        _check(
+            math.isfinite(self.margin_z) and self.margin_z >= 0,
+            f"margin_z={self.margin_z} must be >= 0.",
+        )
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> PruneOptions:
+        """From a dict (e.g. the ``prune`` config section); unknown keys raise TypeError."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], known, n=1)
+            raise TypeError(
+                f"Unknown pruning option {unknown[0]!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f". Valid options: {', '.join(known)}."
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def controller(
+        self, baseline: float, baseline_macs: int, margin: float = 0.0
+    ) -> prc.PruningRateController:
+        """The pruning-rate controller these options describe."""
+        return prc.PruningRateController(
+            baseline=baseline,
+            tolerance=self.tolerance,
+            relative=self.relative,
+            rule=self.rule,
+            p_max=self.p_max,
+            p_min=self.p_min,
+            lambda_max=self.lambda_max,
+            delta_w=self.delta_w,
+            delta_lambda=self.delta_lambda,
+            max_rounds=self.max_rounds if self.enabled else 0,
+            macs_target=self.macs_target * baseline_macs if self.macs_target else None,
+            margin=margin,
+            max_failures=self.max_failures,
+            max_nonfinite=self.max_nonfinite_retries,
+        )
+
+
+def _is_int(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        hint = difflib.get_close_matches(str(value), choices, n=1)
+        raise ValueError(
+            f"{key}={value!r} is not one of {', '.join(choices)}."
+            + (f" Did you mean {hint[0]!r}?" if hint else "")
+        )
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)

@@ -1,0 +1,272 @@
+"""Pruner rounds with a fake trainer (scripted metrics, no training): every controller branch."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from afp_tf import prc, surgery, training
+from afp_tf.options import PruneOptions
+from afp_tf.pruner import Pruner, PruneState, Task, filters_per_group
+
+VAL, ACCEPT = "val-data", "accept-data"  # sentinels: the fake trainer tells splits apart by them
+
+
+def _model():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(10, 3, activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(10, 3, activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+
+
+class FakeTrainer:
+    """Training does nothing but count (or raise); evaluation is ``score(filters, epochs)``."""
+
+    def __init__(self, model, penalty, script):
+        self.model, self.penalty, self.script, self.epochs = model, penalty, script, 0
+
+    def train_epoch(self, data, *, steps=None, epoch=None, progress=True):
+        if self.script.get("nonfinite_calls", 0) > 0:
+            self.script["nonfinite_calls"] -= 1
+            raise training.NonFiniteLossError(float("nan"), 1, epoch)
+        if self.penalty is not None and self.script.get("decay"):
+            for name, mask in self.penalty.masks.items():  # shrink the even candidates
+                idx = np.flatnonzero(mask.numpy())
+                for var, axis in self.penalty.weights[name]:
+                    w = np.moveaxis(var.numpy(), axis, 0)
+                    for i in idx:
+                        if i % 2 == 0:
+                            w[i] *= 0.01
+                    var.assign(np.moveaxis(w, 0, axis))
+        self.epochs += 1
+        return {"loss": 0.0}
+
+    def evaluate(self, data):
+        filters = sum(filters_per_group(self.model).values())
+        value = self.script["score"](filters, self.epochs)
+        if data == ACCEPT:
+            value += self.script.get("accept_offset", 0.0)
+        return {"accuracy": value}
+
+
+class FakePruner(Pruner):
+    def __init__(self, script, accept=False, **options):
+        super().__init__(
+            options=PruneOptions(**{"p_max": 0.3, "recovery_epochs": 2, **options}),
+            task=Task(loss=None, metrics=lambda: []),
+            train_data="train-data",
+            val_data=VAL,
+            accept_data=ACCEPT if accept else None,
+            accept_size=script.get("accept_size", 0),
+            strategy=tf.distribute.get_strategy(),
+            optimizer_factory=None,
+            global_batch_size=1,
+            progress=False,
+        )
+        self.script = script
+
+    def make_trainer(self, model, penalty=None, orth_beta=None, optimizer_factory=None, **kw):
+        return FakeTrainer(model, penalty, self.script)
+
+
+def _run(script, accept=False, **options):
+    pruner = FakePruner(script, accept=accept, **options)
+    model = _model()
+    state = pruner.start(model, baseline_macs=1000)
+    pruned, state = pruner.run(model, state)
+    return pruned, state
+
+
+def _free(filters, epochs):
+    return 0.9  # pruning costs nothing
+
+
+def test_run_free_pruning_accepted_every_round_until_round_budget():
+    pruned, state = _run({"score": _free}, max_rounds=3, rule="fixed")
+    assert [h["outcome"] for h in state.history] == ["accepted"] * 3
+    # Round 1: the 0.3-quantile of 20 scores has 6 below it; later rounds work on what is left.
+    removed = [h["removed"] for h in state.history]
+    assert removed[0] == 6 and all(r > 0 for r in removed)
+    assert [h["filters"] for h in state.history] == [20, 14, 14 - removed[1]]
+    assert sum(filters_per_group(pruned).values()) == 20 - sum(removed)
+    assert state.stop_reason == "round budget" and state.round == 3
+
+
+def test_run_costly_pruning_fails_backs_off_and_stops():
+    def score(filters, epochs):  # every removed filter costs 2 points, recovery cannot help
+        return 0.9 - 0.02 * (20 - filters)
+
+    model_before = _model()
+    pruned, state = _run({"score": score}, max_rounds=10, rule="fixed", max_failures=3)
+    assert [h["outcome"] for h in state.history] == ["failed"] * 3
+    # The retry targets the least important half of what failed: bisection by importance.
+    assert [h["quantile"] for h in state.history] == pytest.approx([0.3, 0.15, 0.075])
+    assert [h["removed"] for h in state.history] == [6, 3, 2]
+    assert [h["recovery_epochs"] for h in state.history] == [2, 4, 4]  # retries recover longer
+    assert state.stop_reason == "recovery failed" and state.round == 0
+    assert filters_per_group(pruned) == filters_per_group(model_before)
+
+
+def test_run_failed_round_then_smaller_retry_accepted():
+    def score(filters, epochs):  # up to 3 filters are free, more cost 5 points
+        return 0.9 if filters >= 17 else 0.85
+
+    _, state = _run({"score": score}, max_rounds=2, rule="fixed")
+    assert [h["outcome"] for h in state.history] == ["failed", "accepted"]
+    assert [h["removed"] for h in state.history] == [6, 3]
+    assert state.round == 1 and state.stop_reason == "round budget"
+
+
+def test_run_recovery_reaches_floor_accepted_with_epochs_used():
+    def score(filters, epochs):  # removal costs 3 points, each recovery epoch gives 1 back
+        return 0.9 if filters == 20 else min(0.9, 0.87 + 0.01 * epochs)
+
+    _, state = _run({"score": score}, max_rounds=1, rule="fixed", recovery_epochs=4)
+    (h,) = state.history
+    assert h["outcome"] == "accepted"
+    # The floor is 0.89; recovery aims at floor + 0.5 * 0.01 = 0.895 and stops there.
+    assert h["recovery_epochs"] == 3
+    assert h["metric"] == pytest.approx(0.90)
+
+
+def test_run_no_candidates_left_stops():
+    _, state = _run({"score": _free}, min_filters=10, rule="fixed")
+    assert [h["outcome"] for h in state.history] == ["no candidates"]
+    assert state.stop_reason == "no candidates left"
+
+
+def test_run_nonfinite_round_rolled_back_and_retried_at_half_rate():
+    # The penalty epoch of the first round diverges.
+    script = {"score": _free, "nonfinite_calls": 1}
+    pruned, state = _run(script, max_rounds=2, rule="fixed")
+    assert [h["outcome"] for h in state.history] == ["non-finite", "accepted"]
+    assert state.history[1]["quantile"] == pytest.approx(0.15)
+    assert sum(filters_per_group(pruned).values()) == 17
+
+
+def test_run_nonfinite_persisting_stops():
+    script = {"score": _free, "nonfinite_calls": 100}
+    _, state = _run(script, rule="fixed", max_nonfinite_retries=1)
+    assert [h["outcome"] for h in state.history] == ["non-finite", "non-finite"]
+    assert state.stop_reason == "non-finite loss persisted"
+
+
+def test_run_decayed_removal_removes_only_shrunk_candidates():
+    _, state = _run({"score": _free, "decay": True}, max_rounds=1, rule="fixed", removal="decayed")
+    (h,) = state.history
+    # 6 candidates (3 per group); the fake penalty shrinks those with an even index only.
+    assert 0 < h["removed"] < 6
+    assert h["removed"] == sum(h["removed_per_group"].values())
+
+
+def test_run_accept_split_decides_not_recovery_split():
+    # Recovery's split looks fine; the held-out split shows the damage: rejected.
+    def score(filters, epochs):
+        return 0.9
+
+    script = {"score": score, "accept_offset": 0.0}
+    _, ok = _run(script, accept=True, max_rounds=1, rule="fixed")
+    assert ok.history[0]["outcome"] == "accepted"
+
+    def hurt(filters, epochs):
+        return 0.9 if filters == 20 else 0.9
+
+    class Hurt(FakeTrainer):
+        def evaluate(self, data):
+            filters = sum(filters_per_group(self.model).values())
+            return {"accuracy": 0.9 if data == VAL or filters == 20 else 0.88}
+
+    pruner = FakePruner({"score": hurt}, accept=True, max_rounds=1, rule="fixed")
+    pruner.make_trainer = lambda model, penalty=None, **kw: Hurt(model, penalty, pruner.script)
+    model = _model()
+    _, state = pruner.run(model, pruner.start(model, 1000))
+    assert state.history[0]["outcome"] == "failed"
+    assert state.history[0]["val_metric"] == pytest.approx(0.9)
+    assert state.history[0]["metric"] == pytest.approx(0.88)
+
+
+def test_start_margin_is_standard_errors_of_accept_metric():
+    pruner = FakePruner({"score": _free, "accept_size": 10_000}, accept=True, margin_z=2.0)
+    state = pruner.start(_model(), 1000)
+    ctrl = prc.PruningRateController.from_dict(state.controller)
+    assert ctrl.margin == pytest.approx(2 * 0.003)
+    assert ctrl.accept_floor == pytest.approx(0.9 - 0.01 + 0.006)
+
+
+def test_run_margin_rejects_round_inside_the_noise():
+    def score(filters, epochs):  # removal costs 0.8 points: within ε = 1, not within ε − margin
+        return 0.9 if filters == 20 else 0.892
+
+    script = {"score": score, "accept_size": 10_000}
+    _, plain = _run({"score": score}, accept=True, max_rounds=1, rule="fixed")
+    _, noisy = _run(script, accept=True, max_rounds=1, rule="fixed", margin_z=1.0)
+    assert plain.history[0]["outcome"] == "accepted"
+    assert noisy.history[0]["outcome"] == "failed"  # 0.892 < 0.89 + 0.003
+
+
+def test_run_adaptive_rule_shrinks_rate_after_a_costly_round():
+    def score(filters, epochs):  # 0.1 point per filter removed
+        return 0.9 - 0.001 * (20 - filters)
+
+    _, state = _run({"score": score}, max_rounds=2, rule="adaptive", p_min=0.02)
+    first, second = state.history
+    assert first["quantile"] == pytest.approx(0.3)  # nothing measured yet: p_max
+    # cost = 0.006 / 0.3 = 0.02 per fraction; R = 0.004: p = 0.004 / 0.04 = 0.1
+    assert second["quantile"] == pytest.approx(0.1)
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    """A real tiny run: killed after its first round and resumed from the checkpoint, it ends
+    with the weights an uninterrupted run ends with."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, 64).astype("int32")
+
+    def train_data(epoch):
+        return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=epoch).batch(16)
+
+    val = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+    def make():
+        return Pruner(
+            options=PruneOptions(tolerance=0.3, max_rounds=2, rule="fixed", recovery_epochs=1),
+            task=Task(
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            ),
+            train_data=train_data,
+            val_data=val,
+            strategy=tf.distribute.get_strategy(),
+            optimizer_factory=lambda: keras.optimizers.SGD(0.05),
+            global_batch_size=16,
+            orth_beta=1e-3,
+            progress=False,
+            seed=7,
+        )
+
+    keras.utils.set_random_seed(0)
+    base = _model()
+    base.save(tmp_path / "base.keras")
+    straight, s_state = make().run(base, make().start(base, 1000))
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_first(state, model, changed):
+        (tmp_path / "state.json").write_text(__import__("json").dumps(state.to_dict()))
+        model.save(tmp_path / "round.keras")
+        raise Kill
+
+    first = keras.saving.load_model(tmp_path / "base.keras")
+    keras.utils.set_random_seed(123)  # whatever the process did before the kill
+    with pytest.raises(Kill):
+        make().run(first, make().start(first, 1000), on_round_end=kill_after_first)
+    keras.utils.set_random_seed(999)  # a new process
+    state = PruneState.from_dict(__import__("json").loads((tmp_path / "state.json").read_text()))
+    resumed, r_state = make().run(keras.saving.load_model(tmp_path / "round.keras"), state)
+    assert [h["outcome"] for h in r_state.history] == [h["outcome"] for h in s_state.history]
+    assert filters_per_group(resumed) == filters_per_group(straight)
+    for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert surgery.find_channel_groups(resumed)  # still a prunable, well-formed model

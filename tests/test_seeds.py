@@ -1,0 +1,111 @@
+"""benchmarks/seeds.py: the result file's exact keys, mean ± sd and the honesty count."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import ml_collections
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+
+KEYS = {
+    "method",
+    "seed",
+    "tolerance",
+    "baseline_val",
+    "baseline_test",
+    "val",
+    "test",
+    "macs",
+    "params",
+    "baseline_macs",
+    "baseline_params",
+    "epochs",
+    "wall_seconds",
+}
+
+
+def _seeds():
+    spec = importlib.util.spec_from_file_location("seeds", REPO / "benchmarks" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _record(method, seed, test, macs, eps=0.01):
+    return {
+        "method": method,
+        "seed": seed,
+        "tolerance": eps,
+        "baseline_val": 0.9,
+        "baseline_test": 0.89,
+        "val": 0.895,
+        "test": test,
+        "macs": macs,
+        "params": macs // 10,
+        "baseline_macs": 1_000_000,
+        "baseline_params": 100_000,
+        "epochs": 30,
+        "wall_seconds": 100.0 + seed,
+    }
+
+
+def test_write_result_has_exact_keys_and_summary(tmp_path, monkeypatch):
+    seeds = _seeds()
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    work = tmp_path / "work"
+    runs = [
+        _record("afp_tf", 0, 0.885, 100_000),
+        _record("afp_tf", 1, 0.875, 50_000),  # drop 1.5 points > 1 + 0.3
+        _record("uniform_l1", 0, 0.88, 100_000),
+    ]
+    for r in runs:
+        path = work / f"seed{r['seed']}" / f"{r['method']}_eps0.01" / "run.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(r))
+    cfg = ml_collections.ConfigDict({"name": "x"})
+    out = seeds._write("seeds_x", "x", cfg, work)
+    assert {"config", "command", "date", "machine", "runs"} <= set(out)
+    assert out["config"] == "x"
+    assert all(set(r) >= KEYS for r in out["runs"])
+    assert [(r["method"], r["seed"]) for r in out["runs"]] == [
+        ("afp_tf", 0),
+        ("afp_tf", 1),
+        ("uniform_l1", 0),
+    ]
+    afp = out["summary"][0]
+    assert (afp["method"], afp["n"]) == ("afp_tf", 2)
+    assert afp["test"]["mean"] == pytest.approx(0.88)
+    assert afp["test"]["sd"] == pytest.approx(0.00707107, rel=1e-4)
+    assert afp["macs_reduction"]["mean"] == pytest.approx(15.0)
+    assert afp["test_drop_within_tolerance_plus_0.3pt"] == 1
+    assert out["summary"][1]["test"]["sd"] == 0.0
+    assert (tmp_path / "results" / "seeds_x.png").stat().st_size > 1000
+
+
+def test_readme_renders_mean_sd_and_honesty(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "readme_results", REPO / "benchmarks" / "readme_results.py"
+    )
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    seeds = _seeds()
+    runs = [_record("afp_tf", 0, 0.885, 100_000), _record("afp_tf", 1, 0.875, 50_000)]
+    d = {
+        "config_values": {
+            "model": {"name": "lenet5", "width": 1.0},
+            "data": {"name": "fashion_mnist", "train_subset": 5000, "accept_fraction": 0.2},
+            "prune": {"margin_z": 1.0},
+        },
+        "runs": runs,
+        "summary": seeds.summarize(runs),
+    }
+    text = readme._seeds(d)
+    assert "| 0.01 | afp_tf | 2 | 88.00 ± 0.71 | 1.00 ± 0.71 | 15.00 ± 7.07× |" in text
+    assert "Honesty: 1 of 2 afp_tf runs" in text
+    assert "train subset 5000" in text
