@@ -40,15 +40,17 @@ def evaluate_map(cfg, workdir: Path) -> tuple[dict, dict]:
 
     data = detection_task.load(cfg)
     anchors = data.task.loss.anchors
+    frame = tuple(data.val.element_spec[0].shape[1:3])
+    crop = tuple(data.train.element_spec[0].shape[1:3])
     out, macs = {}, {}
     for name in ("baseline", "pruned"):
         model = keras.saving.load_model(workdir / f"{name}.keras", compile=False)
-        macs[name] = stats.model_stats(at_input_size(model, *data.frame_shape[:2])).macs
+        macs[name] = stats.model_stats(at_input_size(model, *frame)).macs
         out[name] = {
             split: {k: round(v, 4) for k, v in evaluate_detector(model, ds, anchors).items()}
             for split, ds in (("val", data.val), ("test", data.test))
         }
-    return out, {"frame": list(data.frame_shape), "crop": list(data.input_shape), **macs}
+    return out, {"frame": list(frame), "crop": list(crop), **macs}
 
 
 def epoch_seconds(workdir: Path) -> dict:
