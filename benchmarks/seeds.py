@@ -45,21 +45,6 @@ AFP_METHODS = {
 }
 MATCHED = ("uniform_l1", "global_l1")  # matched to afp_tf's MACs and epoch budget
 METHODS = ("afp_tf", "uniform_l1", "afp_tf_fixed_rate", "afp_tf_no_orth", "global_l1")
-RUN_KEYS = (
-    "method",
-    "seed",
-    "tolerance",
-    "baseline_val",
-    "baseline_test",
-    "val",
-    "test",
-    "macs",
-    "params",
-    "baseline_macs",
-    "baseline_params",
-    "epochs",
-    "wall_seconds",
-)
 
 
 def main(argv: list[str] | None = None) -> dict:

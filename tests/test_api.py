@@ -141,6 +141,29 @@ def test_prune_numpy_tuples_relative_tolerance_work(data):
     assert result.params[1] < result.params[0]
 
 
+def test_prune_accept_data_decides_and_sets_the_floor(data):
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt)
+    xa, ya = make_data(200, 3)
+    result = afp_tf.prune(
+        model,
+        (xt, yt),
+        (xv, yv),
+        accept_data=(xa, ya),
+        tolerance=0.05,
+        max_rounds=1,
+        progress=False,
+    )
+    on_accept = model.evaluate(xa, ya, verbose=0, return_dict=True)["accuracy"]
+    assert result.baseline_metric == pytest.approx(on_accept, abs=1e-6)
+    assert result.floor == pytest.approx(on_accept - 0.05, abs=1e-6)
+    pruned = result.model
+    pruned.compile(loss=LOSS, metrics=["accuracy"])
+    after = pruned.evaluate(xa, ya, verbose=0, return_dict=True)["accuracy"]
+    assert after == pytest.approx(result.metric, abs=1e-6)
+    assert after >= result.floor
+
+
 def test_prune_uncompiled_with_loss_and_metric_given_stays_uncompiled(data):
     (xt, yt), (xv, yv) = data
     model = trained_model(xt, yt)

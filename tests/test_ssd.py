@@ -115,7 +115,7 @@ def test_detection_task_synthetic_trains_with_trainer(tmp_path):
     for _ in range(3):
         last = trainer.train_epoch(data.train, progress=False)["loss"]
     assert last < first
-    result = data.task.evaluate(trainer, data.val)
+    result = data.task.evaluator(trainer, data.val)
     assert 0.0 <= result["map50"] <= 1.0 and 0.0 <= result["map"] <= result["map50"]
     assert gtsdb_synth.NUM_CLASSES == 43 and "4 classes" in data.description
     assert next(iter(data.train))[0].shape[1:] == (64, 64, 3)  # crops

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import functools
 
-from afp_tf import tasks
 from afp_tf.data.gtsdb import load_gtsdb
 from afp_tf.detection.anchors import AnchorSpec
 from afp_tf.detection.export import export_detector
 from afp_tf.detection.loss import SSDLoss
 from afp_tf.detection.metrics import evaluate_detector
 from afp_tf.models.ssd import build_ssd
-from afp_tf.pruner import Task
+from afp_tf.task import Task, TaskData
 
 
 def _get(section, key, default):
@@ -27,8 +26,8 @@ def _get(section, key, default):
     return default if value is None else value
 
 
-def load(cfg) -> tasks.TaskData:
-    """Returns the datasets, SSD builder and task (loss, ``map50`` evaluation) of ``cfg``."""
+def load(cfg) -> TaskData:
+    """The datasets, SSD builder and task (loss, ``map50`` evaluation, export) of ``cfg``."""
     if cfg.model.name != "ssd":
         raise ValueError(f"task=detection needs model.name='ssd', got {cfg.model.name!r}.")
     data = load_gtsdb(cfg)
@@ -51,12 +50,12 @@ def load(cfg) -> tasks.TaskData:
             head_depth=int(_get(cfg.model, "head_depth", 1)),
         )
 
-    return tasks.TaskData(
+    return TaskData(
         task=Task(
             loss=SSDLoss(anchors, data.num_classes, image_size=data.input_shape[:2]),
             metrics=list,
             metric_name="map50",
-            evaluate=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
+            evaluator=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
             exporter=functools.partial(export_detector, anchors=anchors),
         ),
         train=data.train,
