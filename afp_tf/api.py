@@ -12,7 +12,8 @@ from absl import logging
 
 from afp_tf import prc, stats, surgery, training
 from afp_tf.options import PruneOptions
-from afp_tf.pruner import Pruner, Task, filters_per_group
+from afp_tf.pruner import Pruner, filters_per_group
+from afp_tf.task import Task
 
 # PruneOptions fields that only the main job uses (it fine-tunes and sets the
 # learning rate itself); ``prune()`` takes the optimizer from the model instead.
