@@ -166,7 +166,11 @@ def compile_like(source: keras.Model, target: keras.Model) -> None:
     rebuilt (e.g. unregistered custom objects); ``target`` then stays uncompiled.
     """
     try:
-        target.compile_from_config(source.get_compile_config())
+        config = source.get_compile_config()
+        if type(target).compile is keras.Model.compile:
+            target.compile_from_config(config)
+        else:  # its own compile() (a keras-hub task), which compile_from_config skips
+            target.compile(**keras.saving.deserialize_keras_object(config))
     except (TypeError, ValueError) as e:
         logging.warning("Could not compile the pruned model like the input: %s", e)
 
