@@ -12,7 +12,8 @@ from absl import logging
 
 from afp_tf import prc, stats, surgery, training
 from afp_tf.options import PruneOptions
-from afp_tf.pruner import Pruner, Task, filters_per_group
+from afp_tf.pruner import Pruner, filters_per_group
+from afp_tf.task import Task
 
 # PruneOptions fields that only the main job uses (it fine-tunes and sets the
 # learning rate itself); ``prune()`` takes the optimizer from the model instead.
@@ -165,7 +166,11 @@ def compile_like(source: keras.Model, target: keras.Model) -> None:
     rebuilt (e.g. unregistered custom objects); ``target`` then stays uncompiled.
     """
     try:
-        target.compile_from_config(source.get_compile_config())
+        config = source.get_compile_config()
+        if type(target).compile is keras.Model.compile:
+            target.compile_from_config(config)
+        else:  # its own compile() (a keras-hub task), which compile_from_config skips
+            target.compile(**keras.saving.deserialize_keras_object(config))
     except (TypeError, ValueError) as e:
         logging.warning("Could not compile the pruned model like the input: %s", e)
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import afp, stats, surgery, training
+from afp_tf.epochs import run_epochs
 
 
 @dataclasses.dataclass
@@ -61,17 +62,20 @@ class FineTuner:
             trainer = self.make_final_trainer(model, epochs)
         else:
             trainer = self.make_trainer(model)
-        best_val = self.evaluate(trainer)
-        best_weights, history = model.get_weights(), [{"epoch": 0, "val": best_val}]
-        for epoch in range(1, epochs + 1):
-            logs = trainer.train_epoch(
-                self.train_data, steps=self.steps_per_epoch, epoch=epoch, progress=self.progress
-            )
-            val = self.evaluate(trainer)
-            history.append({"epoch": epoch, "val": val, "loss": logs["loss"]})
-            if val > best_val:
-                best_val, best_weights = val, model.get_weights()
-        model.set_weights(best_weights)
+        result = run_epochs(
+            trainer,
+            self.train_data,
+            epochs,
+            steps=self.steps_per_epoch,
+            progress=self.progress,
+            evaluate=lambda tr: {"metric": self.evaluate(tr)},
+            metric_name="metric",
+            keep_best=True,
+        )
+        history = [{"epoch": 0, "val": result.start_metric}]
+        history += [
+            {"epoch": h["epoch"], "val": h["val_metric"], "loss": h["loss"]} for h in result.history
+        ]
         return model, history
 
     def prune(self, model: keras.Model, removal: dict[str, list[int]]) -> keras.Model:

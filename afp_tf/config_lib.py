@@ -14,11 +14,12 @@ from pathlib import Path
 import ml_collections
 
 from afp_tf import export_checks, resources
+from afp_tf.distribute import STRATEGY_KINDS
 from afp_tf.options import PruneOptions
+from afp_tf.precision import PRECISIONS
+from afp_tf.training import OPTIMIZERS
 
 DEFAULT_CONFIG = "lenet5_fashion_mnist"
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.baseline_model = ""  # a trained .keras model to start from instead of training one
     c.train.steps_per_epoch = 0  # 0 = a full pass over the training split
     c.train.progress = True
+    c.train.mixed_precision = ""  # "" (float32) | mixed_float16 (loss scaled) | mixed_bfloat16
+    c.train.jit_compile = False  # compile each training/evaluation step with XLA
+    c.train.steps_per_execution = 1  # batches per compiled call (one host sync per call)
 
     c.orth = ml_collections.ConfigDict()
     c.orth.beta = 1e-3  # strength of the orthogonality regulariser; 0 turns it off
@@ -194,7 +198,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     """
     missing = [k for k in base_config().keys() if k not in cfg]  # noqa: SIM118
     _check(not missing, f"Config is missing sections {missing}; start it from base_config().")
-    _check_choice("train.strategy", cfg.train.strategy, STRATEGIES)
+    _check_choice("train.strategy", cfg.train.strategy, STRATEGY_KINDS)
     prune_options(cfg)
     _check(0 <= cfg.data.accept_fraction < 1, "data.accept_fraction must be in [0, 1).")
     _check(
@@ -202,8 +206,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         "data.val_fraction + data.accept_fraction must be < 1 (the rest is trained on).",
     )
     _check(cfg.model.width > 0, f"model.width={cfg.model.width} must be > 0.")
-    _check(cfg.train.learning_rate > 0, "train.learning_rate must be > 0.")
-    _check(cfg.train.baseline_epochs >= 0, "train.baseline_epochs must be >= 0.")
+    _validate_train(cfg.train)
     _check(cfg.orth.beta >= 0, "orth.beta must be >= 0.")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction must be in (0, 1).")
     _check(cfg.data.batch_size > 0, "data.batch_size must be > 0.")
@@ -228,6 +231,18 @@ def prune_options(cfg: ml_collections.ConfigDict) -> PruneOptions:
         return PruneOptions.from_mapping(cfg.prune.to_dict())
     except (TypeError, ValueError) as e:
         raise ConfigError(f"prune.{e}") from None
+
+
+def _validate_train(t: ml_collections.ConfigDict) -> None:
+    _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    _check_choice("train.mixed_precision", t.mixed_precision, PRECISIONS)
+    _check(t.learning_rate > 0, "train.learning_rate must be > 0.")
+    _check(t.baseline_epochs >= 0, "train.baseline_epochs must be >= 0.")
+    _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0.")
+    _check(
+        t.steps_per_execution >= 1,
+        f"train.steps_per_execution={t.steps_per_execution} must be >= 1.",
+    )
 
 
 def quick(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

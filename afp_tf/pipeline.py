@@ -16,9 +16,23 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import checkpoint, config_lib, io_utils, prc, report, stats, tracking, training
+from afp_tf import (
+    checkpoint,
+    config_lib,
+    export,
+    io_utils,
+    latency,
+    prc,
+    precision,
+    report,
+    stats,
+    tracking,
+    training,
+)
+from afp_tf.epochs import run_epochs
 from afp_tf.pruner import Pruner, PruneState, filters_per_group
-from afp_tf.tasks import TaskData, load_task
+from afp_tf.task import TaskData
+from afp_tf.tasks import load_task
 
 PHASES = ("baseline", "pruning", "finetune", "export", "done")
 
@@ -67,11 +81,16 @@ class Run:
 
     # ------------------------------------------------------------------ driver
     def execute(self) -> dict[str, Any]:
+        """Runs the phases left, building models under ``train.mixed_precision``."""
+        with precision.policy(self.cfg.train.mixed_precision):
+            return self._execute()
+
+    def _execute(self) -> dict[str, Any]:
         keras.utils.set_random_seed(self.cfg.seed)
         self.state = self.store.load() or {"phase": "baseline", "epoch": 0}
         self._check_same_config()
         logging.info("Run %s in %s, phase %s.", self.cfg.name, self.workdir, self.state["phase"])
-        self.data = load_task(self.cfg, self.strategy)
+        self.data = load_task(self.cfg)
         self.pruner = self._make_pruner()
         phases = {
             "baseline": self._baseline,
@@ -105,6 +124,10 @@ class Run:
             steps_per_epoch=cfg.train.steps_per_epoch or None,
             record=self.log.record,
             progress=cfg.train.progress,
+            step_options=training.StepOptions(
+                jit_compile=cfg.train.jit_compile,
+                steps_per_execution=cfg.train.steps_per_execution,
+            ),
         )
 
     def _finetune_optimizer_factory(self):
@@ -118,13 +141,10 @@ class Run:
     def _evaluate(self, model: keras.Model) -> dict[str, float]:
         """Validation and test metric of ``model`` (test is reported, never used to decide)."""
         trainer = self.pruner.make_trainer(model)
-        name = self.data.task.metric_name
-        val = self.pruner.evaluate(trainer)[name]
-        test_eval = self.data.task.evaluate or (lambda tr, ds: tr.evaluate(ds))
-        test = test_eval(trainer, self.data.test)[name]
-        out = {"val": float(val), "test": float(test)}
-        if self.data.accept is not None:  # the decision metric
-            out["accept"] = float(self.pruner.evaluate(trainer, "accept")[name])
+        task, data = self.data.task, self.data
+        out = {"val": task.score(trainer, data.val), "test": task.score(trainer, data.test)}
+        if data.accept is not None:  # the decision metric
+            out["accept"] = task.score(trainer, data.accept)
         return out
 
     def _save(self, phase: str, model: keras.Model, optimizer=None, tag: str = "latest") -> None:
@@ -150,25 +170,29 @@ class Run:
         if self.store.restore_optimizer(state, trainer.optimizer, model):
             logging.info("Resumed baseline training after epoch %d.", state["epoch"])
         epochs = 0 if cfg.train.baseline_model else cfg.train.baseline_epochs
-        for epoch in range(state["epoch"], epochs):
-            try:
-                logs = trainer.train_epoch(
-                    self.data.train,
-                    steps=cfg.train.steps_per_epoch or None,
-                    epoch=epoch,
-                    progress=cfg.train.progress,
-                )
-            except training.NonFiniteLossError as e:
-                raise RunError(
-                    f"Baseline training diverged ({e}); lower --config.train.learning_rate "
-                    f"(now {cfg.train.learning_rate}) and run the same command again."
-                ) from e
-            val = self.pruner.evaluate(trainer)
-            logs.update({f"val_{k}": v for k, v in val.items()})
-            self.log.record("baseline", epoch + 1, logs)
-            logging.info("baseline epoch %d/%d: %s", epoch + 1, epochs, _fmt_logs(logs))
-            state["epoch"] = epoch + 1
+
+        def end_of_epoch(epoch: int, logs: dict) -> None:
+            self.log.record("baseline", epoch, logs)
+            logging.info("baseline epoch %d/%d: %s", epoch, epochs, _fmt_logs(logs))
+            state["epoch"] = epoch
             self._save("baseline", model, trainer.optimizer, tag="baseline_training")
+
+        try:
+            run_epochs(
+                trainer,
+                self.data.train,
+                max(epochs - state["epoch"], 0),
+                steps=cfg.train.steps_per_epoch or None,
+                first_epoch=state["epoch"],
+                progress=cfg.train.progress,
+                evaluate=self.pruner.evaluate,
+                on_epoch_end=end_of_epoch,
+            )
+        except training.NonFiniteLossError as e:
+            raise RunError(
+                f"Baseline training diverged ({e}); lower --config.train.learning_rate "
+                f"(now {cfg.train.learning_rate}) and run the same command again."
+            ) from e
         metrics = self._evaluate(model)
         io_utils.save_model(model, self.workdir / "baseline.keras")
         state["baseline"] = _describe(model, metrics)
@@ -210,30 +234,22 @@ class Run:
             with self.strategy.scope():
                 tuned = keras.models.clone_model(model)
                 tuned.set_weights(model.get_weights())
-            best = {"metric": before, "weights": None}
-
-            def keep_best(metric: float) -> bool:
-                if metric > best["metric"]:
-                    best.update(metric=metric, weights=tuned.get_weights())
-                return False  # train every epoch
-
             trainer = self.pruner.make_trainer(
                 tuned, optimizer_factory=self._finetune_optimizer_factory()
             )
-            try:
-                self.pruner.train_epochs(
-                    trainer, pstate, cfg.prune.finetune_epochs, "finetune", until=keep_best
-                )
-            except training.NonFiniteLossError as e:
-                logging.warning("Fine-tuning stopped: %s; keeping its best epoch so far.", e)
-            if best["weights"] is not None:
-                tuned.set_weights(best["weights"])
+            best = self.pruner.train_epochs(
+                trainer,
+                pstate,
+                cfg.prune.finetune_epochs,
+                "finetune",
+                keep_best=True,
+                start_metric=before,
+                stop_on_nonfinite=True,
+            )
             decision = self.pruner.evaluate(self.pruner.make_trainer(tuned), "accept")
-            if best["weights"] is not None and controller.meets_floor(
-                float(decision[self.data.task.metric_name])
-            ):
+            if best > before and controller.meets_floor(decision[self.data.task.metric_name]):
                 model = tuned
-                logging.info("Fine-tuning: validation %.4f -> %.4f.", before, best["metric"])
+                logging.info("Fine-tuning: validation %.4f -> %.4f.", before, best)
             else:
                 logging.info("Fine-tuning did not improve %.4f; kept the model before it.", before)
         metrics = self._evaluate(model)
@@ -250,15 +266,13 @@ class Run:
         self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
 
     def _export(self) -> None:
-        from afp_tf import export, latency  # noqa: PLC0415 - heavy converters only when exporting
-
         cfg = self.cfg
         rep_x, _ = self.data.sample("train", cfg.export.samples)
         val_x, val_y = self.data.sample("val", cfg.export.samples)
         results = {}
         for name in ("baseline", "pruned"):
             model = keras.saving.load_model(self.workdir / f"{name}.keras", compile=False)
-            results[name] = self.data.task.exporter(
+            results[name] = self.data.task.export(
                 model,
                 self.workdir / "export" / name,
                 formats=export.parse_formats(cfg.export.formats),

@@ -7,6 +7,7 @@ it knows nothing of files except through the ``on_round_end`` hook the caller gi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -17,28 +18,9 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import afp, prc, regularizers, stats, surgery, training
+from afp_tf.epochs import run_epochs
 from afp_tf.options import PruneOptions
-
-
-@dataclasses.dataclass
-class Task:
-    """How a model is trained and judged.
-
-    Attributes:
-      loss: a Keras loss computing per-example losses.
-      metrics: a zero-argument factory of fresh Keras metrics (a new set per trainer).
-      metric_name: the decision metric, a key of the evaluation dict; higher is better.
-      evaluate: optional ``(trainer, dataset) -> dict``; defaults to ``trainer.evaluate``.
-      exporter: writes and verifies the deployable artifacts of a model of this task, called as
-        ``exporter(model, out_dir, formats=, representative=, val_x=, val_y=, tolerances=)``
-        with anything else it needs (a detector's anchors) already bound.
-    """
-
-    loss: Any
-    metrics: Callable[[], list]
-    metric_name: str = "accuracy"
-    evaluate: Callable[[training.Trainer, tf.data.Dataset], dict] | None = None
-    exporter: Callable[..., dict] | None = None
+from afp_tf.task import Task
 
 
 @dataclasses.dataclass
@@ -88,6 +70,7 @@ class Pruner:
       progress: show per-epoch progress bars.
       seed: every round attempt reseeds the global RNGs from this and its index, so a resumed
         run draws what an uninterrupted one would.
+      step_options: XLA and steps per compiled call of every trainer.
     """
 
     def __init__(
@@ -107,6 +90,7 @@ class Pruner:
         accept_data: tf.data.Dataset | None = None,
         accept_size: int = 0,
         seed: int = 0,
+        step_options: training.StepOptions | None = None,
     ):
         self.options = options
         self.task = task
@@ -122,6 +106,7 @@ class Pruner:
         self._record = record or (lambda phase, step, values: None)
         self.progress = progress
         self.seed = seed
+        self.step_options = step_options or training.StepOptions()
 
     # ----------------------------------------------------------------- building blocks
     def make_trainer(
@@ -139,8 +124,9 @@ class Pruner:
         """
         beta = self.orth_beta if orth_beta is None else orth_beta
         extra = [penalty] if penalty is not None else []
-        if beta > 0:
-            extra.append(orthogonality_loss(model, beta, analysis))
+        if beta > 0:  # built at the first training step: evaluate-only trainers never walk it
+            orth = functools.cache(lambda: orthogonality_loss(model, beta, analysis))
+            extra.append(lambda: orth()())
         return training.Trainer(
             model,
             loss=self.task.loss,
@@ -149,15 +135,14 @@ class Pruner:
             strategy=self.strategy,
             extra_losses=extra,
             global_batch_size=self.global_batch_size,
+            options=self.step_options,
         )
 
     def evaluate(self, trainer: training.Trainer, split: str = "val") -> dict:
         """Metrics of ``trainer.model`` on the ``"val"`` or ``"accept"`` split."""
         data = self.accept_data if split == "accept" and self.accept_data is not None else None
         data = data if data is not None else self.val_data
-        if self.task.evaluate is not None:
-            return self.task.evaluate(trainer, data)
-        return trainer.evaluate(data)
+        return self.task.evaluate(trainer, data)
 
     def _metric(self, trainer: training.Trainer, split: str) -> float:
         return float(self.evaluate(trainer, split)[self.task.metric_name])
@@ -198,26 +183,34 @@ class Pruner:
         epochs: int,
         phase: str,
         until: Callable[[float], bool] | None = None,
+        **options: Any,
     ) -> float | None:
         """Trains up to ``epochs`` epochs; with ``until``, evaluates each epoch and stops early.
 
-        Returns the last validation metric when ``until`` was given, else None.
+        ``options`` go to :func:`afp_tf.epochs.run_epochs` (``keep_best``, ``start_metric``,
+        ``stop_on_nonfinite``). Returns the validation metric of the weights the model is left
+        with when it was evaluated (``until`` or ``keep_best``), else None.
         """
-        metric = None
-        for _ in range(epochs):
-            data = self.train_data(state.epoch) if callable(self.train_data) else self.train_data
-            logs = trainer.train_epoch(
-                data, steps=self.steps_per_epoch, epoch=state.epoch, progress=self.progress
-            )
-            state.epoch += 1
-            if until is not None:
-                val = self.evaluate(trainer)
-                metric = float(val[self.task.metric_name])
-                logs = {**logs, **{f"val_{k}": v for k, v in val.items()}}
-            self._record(phase, state.epoch, {"round": state.round, **logs})
-            if until is not None and until(metric):
-                break
-        return metric
+
+        def record(epoch: int, logs: dict) -> None:
+            state.epoch = epoch
+            self._record(phase, epoch, {"round": state.round, **logs})
+
+        evaluated = until is not None or options.get("keep_best", False)
+        result = run_epochs(
+            trainer,
+            self.train_data,
+            epochs,
+            steps=self.steps_per_epoch,
+            first_epoch=state.epoch,
+            progress=self.progress,
+            evaluate=self.evaluate if evaluated else None,
+            metric_name=self.task.metric_name,
+            until=until,
+            on_epoch_end=record,
+            **options,
+        )
+        return result.best_metric if options.get("keep_best") else result.metric
 
     # ----------------------------------------------------------------- the rounds
     def run(

@@ -11,26 +11,26 @@ MACs are counted for the layers that do the arithmetic that filter pruning remov
 
 Bias additions, BatchNormalization, activations, pooling, merges (``Add`` etc.), reshapes and
 any layer without a rule count 0 MACs. ``register_mac_rule`` adds rules for other layers.
-Nested functional/Sequential sub-models are walked and their layers listed as ``outer/inner``.
+Nested functional/Sequential sub-models and composite layers (subclassed layers made of
+layers, traced as in :mod:`afp_tf.surgery.composite`) are walked and their layers listed as
+``outer/inner``.
 Shapes are those a layer actually sees in the graph, propagated from the model inputs; a layer
 called several times counts the MACs of all its calls. The batch dimension is excluded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
 import keras
 
-from afp_tf.surgery.graph import is_submodel
-from afp_tf.surgery.keras_internals import (
-    Functional,
-    nodes_by_depth,
-    outputs_struct,
-    sequential_graph,
-)
+from afp_tf.surgery import composite
+from afp_tf.surgery.graph import is_submodel, nodes_in_order
+from afp_tf.surgery.keras_internals import Functional, outputs_struct, sequential_graph
+from afp_tf.surgery.rules import Boundary
 
 MacRule = Callable[[keras.layers.Layer, Sequence, Sequence], int]
 
@@ -161,27 +161,39 @@ class _Counter:
 
     def __init__(self):
         self.records: dict[str, dict] = {}
+        self.traces: dict[int, Functional | None] = {}
 
     def run(self, model, inputs: list, prefix: str = "") -> list:
         graph = _graph(model)
         tensors = {id(ref): x for ref, x in zip(graph.inputs, inputs, strict=True)}
-        by_depth = nodes_by_depth(graph)
-        for depth in sorted(by_depth, reverse=True):
-            for node in by_depth[depth]:
-                if node.operation is None or node.is_input:
-                    continue
-                args, kwargs = node.arguments.fill_in(tensors)
-                outputs = self._call(node.operation, args, kwargs, prefix)
-                for ref, x in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
-                    tensors[id(ref)] = x
+        for node in nodes_in_order(graph):
+            args, kwargs = node.arguments.fill_in(tensors)
+            outputs = self._call(node, args, kwargs, prefix)
+            for ref, x in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
+                tensors[id(ref)] = x
         return [tensors[id(ref)] for ref in graph.outputs]
 
-    def _call(self, op, args, kwargs, prefix: str):
+    def _composite(self, op, node) -> Functional | None:
+        """The traced graph of a composite layer without a MAC rule (see surgery), or None."""
+        if id(op) not in self.traces:
+            self.traces[id(op)] = None
+            if _rule_for(op) is None:
+                with contextlib.suppress(Boundary):  # else: a layer without MACs
+                    self.traces[id(op)] = composite.trace(op, node)
+        return self.traces[id(op)]
+
+    def _call(self, node, args, kwargs, prefix: str):
+        op = node.operation
         path = f"{prefix}/{op.name}" if prefix else op.name
         if is_submodel(op):
             inputs = args[0] if args else kwargs["inputs"]
             outputs = self.run(op, keras.tree.flatten(inputs), path)
             return keras.tree.pack_sequence_as(outputs_struct(_graph(op)), outputs)
+        inner = self._composite(op, node)
+        if inner is not None:
+            inputs = [x for x in keras.tree.flatten((args, kwargs)) if _is_tensor(x)]
+            outputs = self.run(inner, inputs, path)
+            return outputs[0] if len(outputs) == 1 else outputs
         outputs = op.compute_output_spec(*args, **kwargs)
         in_shapes = [tuple(x.shape) for x in keras.tree.flatten((args, kwargs)) if _is_tensor(x)]
         out_shapes = [tuple(x.shape) for x in keras.tree.flatten(outputs)]

@@ -1,48 +1,25 @@
-"""From a config to what a run trains on: datasets, a model builder and the task's loss/metric."""
+"""The tasks a config can name (``cfg.task``): each builder turns a config into a ``TaskData``."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from afp_tf import data as data_lib
 from afp_tf import export, models
-from afp_tf.pruner import Task
+from afp_tf.task import Task, TaskData
 
 # The width-multiplier keyword of each zoo model that has one.
 _WIDTH_KWARG = {"vgg16": "width", "mobilenet": "alpha"}
 
 
-@dataclasses.dataclass
-class TaskData:
-    """Datasets and builders of one experiment."""
-
-    task: Task
-    train: tf.data.Dataset
-    val: tf.data.Dataset
-    test: tf.data.Dataset
-    build_model: Callable[[], keras.Model]
-    sample: Callable[[str, int], tuple[np.ndarray, np.ndarray]]
-    description: str
-    accept: tf.data.Dataset | None = None  # decisions only (None: decide on val)
-    accept_size: int = 0  # its size when the metric is a proportion (sets the margin)
-    train_for_epoch: Callable[[int], tf.data.Dataset] | None = None  # one epoch's batches
-
-
-def load_task(cfg, strategy: tf.distribute.Strategy | None = None) -> TaskData:
+def load_task(cfg) -> TaskData:
     """Loads the data of ``cfg`` and returns its datasets, model builder and task."""
-    del strategy  # datasets are distributed by the trainer
-    if cfg.task == "classification":
-        return _classification(cfg)
-    if cfg.task == "detection":
-        from afp_tf.detection import task as detection_task  # noqa: PLC0415
-
-        return detection_task.load(cfg)
-    raise ValueError(f"task={cfg.task!r} is not one of classification, detection.")
+    builder = BUILDERS.get(cfg.task)
+    if builder is None:
+        raise ValueError(f"task={cfg.task!r} is not one of {', '.join(BUILDERS)}.")
+    return builder(cfg)
 
 
 def model_kwargs(cfg) -> dict:
@@ -58,16 +35,22 @@ def model_kwargs(cfg) -> dict:
     return {key: cfg.model.width}
 
 
-def _classification(cfg) -> TaskData:
+def classification_task() -> Task:
+    """Integer labels, logits out, decided on top-1 accuracy, exported as a classifier."""
+    return Task(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        metric_name="accuracy",
+        exporter=export.export_model,
+    )
+
+
+def load_classification(cfg) -> TaskData:
+    """An image classifier from the model zoo on a classification dataset."""
     data = data_lib.load_classification(cfg.data)
     kwargs = model_kwargs(cfg)
     return TaskData(
-        task=Task(
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            metric_name="accuracy",
-            exporter=export.export_model,
-        ),
+        task=classification_task(),
         train=data.train,
         val=data.val,
         test=data.test,
@@ -88,3 +71,17 @@ def _classification(cfg) -> TaskData:
             else lambda epoch: data.make_train(data.batch_size, epoch)
         ),
     )
+
+
+def load_detection(cfg) -> TaskData:
+    """SSD on GTSDB (:mod:`afp_tf.detection.task`); imported only when asked for, so a core
+    install without the ``detection`` extra runs classification."""
+    from afp_tf.detection import task as detection_task  # noqa: PLC0415 - optional extra
+
+    return detection_task.load(cfg)
+
+
+BUILDERS: dict[str, Callable[..., TaskData]] = {
+    "classification": load_classification,
+    "detection": load_detection,
+}

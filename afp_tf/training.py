@@ -6,7 +6,8 @@
     trainer = Trainer(model, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], optimizer=lambda: make_optimizer("sgd", 0.01),
                       strategy=strategy, extra_losses=[penalty], global_batch_size=128)
-    history = trainer.fit(train_ds, epochs=3, val_ds=val_ds)
+    logs = trainer.train_epoch(train_ds)  # epochs: afp_tf.epochs.run_epochs
+    val = trainer.evaluate(val_ds)
 
 Datasets yield ``(x, y)`` or ``(x, y, sample_weight)`` batched with the GLOBAL batch size; the
 strategy splits every batch over its replicas (and workers).
@@ -15,8 +16,8 @@ strategy splits every batch over its replicas (and workers).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
-import itertools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -26,8 +27,15 @@ import keras
 import tensorflow as tf
 
 from afp_tf.distribute import check_created_in_scope, is_chief, make_strategy
+from afp_tf.precision import computes_in_float16
 
-__all__ = ["NonFiniteLossError", "Trainer", "make_optimizer", "make_strategy"]
+__all__ = [
+    "NonFiniteLossError",
+    "StepOptions",
+    "Trainer",
+    "make_optimizer",
+    "make_strategy",
+]
 
 _SUM = tf.distribute.ReduceOp.SUM
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -96,6 +104,25 @@ def make_optimizer(
     return keras.optimizers.AdamW(lr, weight_decay=weight_decay)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """How the compiled steps run (``train.jit_compile``, ``train.steps_per_execution``).
+
+    Attributes:
+      jit_compile: compile each replica's step with XLA.
+      steps_per_execution: batches per compiled call; the host reads the losses (and checks
+        them for NaN) once per call instead of after every batch.
+    """
+
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+
+    def __post_init__(self):
+        n = self.steps_per_execution
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"steps_per_execution must be an int >= 1, got {n!r}.")
+
+
 class Trainer:
     """Trains and evaluates one model under one strategy with compiled, distributed steps.
 
@@ -117,6 +144,11 @@ class Trainer:
         compiled step (penalties). To change them without retracing, they must read
         ``tf.Variable``s, not Python numbers.
       global_batch_size: the batch size the datasets are batched with (all replicas together).
+      options: XLA and steps per compiled call.
+
+    A model with float16 layers (``precision.policy("mixed_float16")``) gets its optimizer
+    wrapped in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling); its outputs are
+    cast to float32 before the loss and the metrics.
     """
 
     def __init__(
@@ -129,6 +161,7 @@ class Trainer:
         strategy: tf.distribute.Strategy,
         extra_losses: Sequence[Callable[[], tf.Tensor]] = (),
         global_batch_size: int,
+        options: StepOptions = StepOptions(),
     ):
         if not model.built or not model.weights:
             raise ValueError(
@@ -144,7 +177,7 @@ class Trainer:
             raise TypeError(f"extra_losses must be zero-argument callables, got {bad!r}.")
         check_created_in_scope(strategy, model.weights, f"model {model.name!r}")
         self.model, self.strategy = model, strategy
-        self.global_batch_size = global_batch_size
+        self.global_batch_size, self.options = global_batch_size, options
         self.extra_losses = tuple(extra_losses)
         self._loss = _per_example_loss(loss)
         with strategy.scope():
@@ -157,6 +190,10 @@ class Trainer:
                     f"got {self.optimizer!r}."
                 )
             check_created_in_scope(strategy, [self.optimizer.iterations], "optimizer")
+            if computes_in_float16(model) and not isinstance(
+                self.optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             if not self.optimizer.built:
                 self.optimizer.build(model.trainable_variables)
             self.metrics = [_metric_in_scope(m, strategy) for m in metrics]
@@ -183,17 +220,16 @@ class Trainer:
           the metrics over the epoch.
 
         Raises:
-          NonFiniteLossError: as soon as a step's loss is NaN or infinite (checked every step).
+          NonFiniteLossError: naming the first step whose loss is NaN or infinite (checked after
+            every compiled call, i.e. every ``options.steps_per_execution`` steps).
         """
-        dist = self.strategy.experimental_distribute_dataset(dataset)
-        step_fn = self._compiled("train", dist.element_spec)
         for m in self.metrics:
             m.reset_state()
         bar = self._progbar(dataset, steps, progress)
         task_sum = penalty_sum = examples = 0.0
         done = 0
-        for done, batch in enumerate(itertools.islice(dist, steps), start=1):
-            task, penalty, n = (float(t) for t in step_fn(batch))
+        for done, (task, penalty, n) in enumerate(self._run("train", dataset, steps), start=1):
+            task, penalty, n = float(task), float(penalty), float(n)
             if not math.isfinite(task + penalty):
                 raise NonFiniteLossError(task + penalty, done, epoch)
             if done == 1 and n > self.global_batch_size:
@@ -218,57 +254,12 @@ class Trainer:
     def evaluate(self, dataset: tf.data.Dataset, *, steps: int | None = None) -> dict[str, float]:
         """Mean per-example task ``loss`` and the metrics over ``dataset``, exact for a partial last
         batch and reduced over all replicas and workers (penalties are not included)."""
-        dist = self.strategy.experimental_distribute_dataset(dataset)
-        step_fn = self._compiled("eval", dist.element_spec)
         for m in (self._eval_loss, *self.metrics):
             m.reset_state()
-        done = 0
-        for batch in itertools.islice(dist, steps):
-            step_fn(batch)
-            done += 1
+        done = sum(1 for _ in self._run("eval", dataset, steps))
         if not done:
             raise ValueError("The evaluation dataset yielded no batches.")
         return {"loss": float(self._eval_loss.result()), **_results(self.metrics)}
-
-    def fit(
-        self,
-        train_ds: tf.data.Dataset,
-        *,
-        epochs: int,
-        val_ds: tf.data.Dataset | None = None,
-        steps_per_epoch: int | None = None,
-        until: Callable[[dict[str, float]], bool] | None = None,
-        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-        progress: bool = True,
-    ) -> list[dict[str, Any]]:
-        """Trains up to ``epochs`` epochs, evaluating on ``val_ds`` after each.
-
-        Args:
-          until: called with the validation metrics after each epoch; training stops as soon as
-            it returns True (needs ``val_ds``).
-          on_epoch_end: called with ``(epoch_index, logs)`` after each epoch.
-
-        Returns:
-          One dict per epoch: ``epoch`` (1-based), the train logs and ``val_``-prefixed metrics.
-        """
-        if until is not None and val_ds is None:
-            raise ValueError("fit(until=...) needs val_ds: it is called with validation metrics.")
-        history = []
-        for epoch in range(epochs):
-            logs: dict[str, Any] = {"epoch": epoch + 1}
-            logs.update(
-                self.train_epoch(
-                    train_ds, steps=steps_per_epoch, epoch=epoch + 1, progress=progress
-                )
-            )
-            val = self.evaluate(val_ds) if val_ds is not None else {}
-            logs.update({f"val_{k}": v for k, v in val.items()})
-            history.append(logs)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, logs)
-            if until is not None and until(val):
-                break
-        return history
 
     def tracing_counts(self) -> dict[str, int]:
         """How often the train and eval steps were traced (once per dataset element spec)."""
@@ -278,54 +269,85 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ compiled steps
+    def _run(self, kind: str, dataset: tf.data.Dataset, steps: int | None):
+        """Yields one ``(task, penalty, examples)`` row per step (zeros for eval), running up to
+        ``steps_per_execution`` steps per compiled call."""
+        dist = self.strategy.experimental_distribute_dataset(dataset)
+        fn = self._compiled(kind, dist.element_spec)
+        iterator, done, per_call = iter(dist), 0, self.options.steps_per_execution
+        while steps is None or done < steps:
+            count = per_call if steps is None else min(per_call, steps - done)
+            rows = fn(iterator, tf.constant(count)).numpy()
+            yield from rows
+            done += len(rows)
+            if len(rows) < count:
+                return
+
     def _compiled(self, kind: str, spec: Any):
-        """The ``tf.function`` for ``kind`` and this input spec; its batch dimension is unknown,
-        so partial batches do not retrace."""
+        """The ``tf.function`` running ``kind`` steps from an iterator of this element spec; its
+        batch dimension is unknown, so partial batches do not retrace."""
         for known, fn in self._functions[kind]:
             if known == spec:
                 return fn
-        step = self._train_step if kind == "train" else self._eval_step
-        fn = tf.function(step, input_signature=[spec])
+        replica = self._replica_train_step if kind == "train" else self._replica_eval_step
+
+        def steps(iterator, count):
+            rows = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[3])
+            for i in tf.range(count):
+                batch = iterator.get_next_as_optional()
+                if not batch.has_value():
+                    break
+                outputs = self.strategy.run(replica, args=(batch.get_value(),))
+                reduced = [self.strategy.reduce(_SUM, v, axis=None) for v in outputs]
+                rows = rows.write(i, tf.stack(reduced))
+            return rows.stack()
+
+        fn = tf.function(steps)
         self._functions[kind].append((spec, fn))
         return fn
-
-    def _train_step(self, batch):
-        task, penalty, n = self.strategy.run(self._replica_train_step, args=(batch,))
-        return tuple(self.strategy.reduce(_SUM, v, axis=None) for v in (task, penalty, n))
 
     def _replica_train_step(self, batch):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         n = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
         global_n = tf.distribute.get_replica_context().all_reduce(_SUM, n)
+        task, penalty, grads, y_pred = self._xla(self._gradients)(x, y, sample_weight, global_n)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+        for m in self.metrics:
+            m.update_state(y, y_pred, sample_weight)
+        return task, penalty, n
+
+    def _gradients(self, x, y, sample_weight, global_n):
+        """Task loss, penalty, gradients and predictions of one replica's batch (no collective
+        ops and no variable updates, so XLA can compile it under any strategy)."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            y_pred = self.model(x, training=True)
+            y_pred = _to_float32(self.model(x, training=True))
             task = tf.nn.compute_average_loss(
                 self._loss(y, y_pred), sample_weight, global_batch_size=tf.cast(global_n, tf.int32)
             )
             penalty = tf.nn.scale_regularization_loss(self._penalty())
             scaled = self.optimizer.scale_loss(task + penalty)
-        self.optimizer.apply_gradients(
-            zip(tape.gradient(scaled, variables), variables, strict=True)
-        )
-        for m in self.metrics:
-            m.update_state(y, y_pred, sample_weight)
-        return task, penalty, n
+        return task, penalty, tape.gradient(scaled, variables), y_pred
+
+    def _predict(self, x):
+        return _to_float32(self.model(x, training=False))
+
+    def _xla(self, fn):
+        """``fn`` compiled with XLA when ``options.jit_compile`` (traced once per replica)."""
+        return tf.function(fn, jit_compile=True) if self.options.jit_compile else fn
 
     def _penalty(self) -> tf.Tensor:
         terms = [f() for f in self.extra_losses] + list(self.model.losses)
         terms = [tf.reduce_sum(tf.cast(t, tf.float32)) for t in terms]
         return tf.add_n(terms) if terms else tf.constant(0.0)
 
-    def _eval_step(self, batch):
-        self.strategy.run(self._replica_eval_step, args=(batch,))
-
     def _replica_eval_step(self, batch):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        y_pred = self.model(x, training=False)
+        y_pred = self._xla(self._predict)(x)
         self._eval_loss.update_state(self._loss(y, y_pred), sample_weight)
         for m in self.metrics:
             m.update_state(y, y_pred, sample_weight)
+        return (tf.constant(0.0),) * 3
 
     def _progbar(self, dataset, steps: int | None, progress: bool) -> keras.utils.Progbar | None:
         if not (progress and sys.stdout.isatty() and is_chief(self.strategy)):
@@ -335,6 +357,10 @@ class Trainer:
             steps = cardinality if cardinality > 0 else None
         names = ["loss", "task_loss", "penalty", *(m.name for m in self.metrics)]
         return keras.utils.Progbar(steps, stateful_metrics=names)
+
+
+def _to_float32(outputs):
+    return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), outputs)
 
 
 def _per_example_loss(loss) -> Callable[[Any, Any], tf.Tensor]:

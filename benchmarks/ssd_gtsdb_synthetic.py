@@ -2,52 +2,87 @@
 
     .venv/bin/python benchmarks/ssd_gtsdb_synthetic.py --workdir /tmp/bench_ssd [--config.x=v ...]
 
-Runs the main job on ``configs/ssd_gtsdb_synthetic.py`` (baseline training, pruning rounds,
-fine-tuning, export with verification and latency), then evaluates mAP@0.5 and mAP@[.5:.95] of
-the baseline and pruned models on validation and test. The run is resumable: re-running the
-same command on the same workdir continues where it stopped (the wall time sums every
-invocation that did work). Latency: the export's table (raw artifacts, batch 1, one thread)
-and image -> detections through ``export/run_detector.py``. The result goes to
-``benchmarks/results/ssd_gtsdb_synthetic.json``.
+Runs the main job on ``configs/ssd_gtsdb_synthetic.py`` (baseline training on native-resolution
+crops, pruning rounds, fine-tuning, export with verification and latency), then evaluates
+mAP@0.5 and mAP@[.5:.95] of the baseline and pruned models on the full validation and test
+frames. The run is resumable: re-running the same command on the same workdir continues where
+it stopped (the wall time sums every invocation that did work). Recorded besides: MACs per
+full frame, epoch times, every exported artifact's mAP@0.5 next to the Keras model's (fp32
+and int8) and whether it passed (``export_passed``), latency of the raw artifacts (batch 1,
+one thread) and of image -> detections (``export/run_detector.py``: TFLite fp32/int8 with
+NMS inside, ONNX + NumPy NMS). The result goes to ``benchmarks/results/ssd_gtsdb_synthetic.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-from afp_tf import config_lib, latency, pipeline  # noqa: E402
+from afp_tf import config_lib, io_utils, latency, pipeline, stats  # noqa: E402
 from afp_tf.detection import task as detection_task  # noqa: E402
 from afp_tf.detection.metrics import evaluate_detector  # noqa: E402
+from afp_tf.models.ssd import at_input_size  # noqa: E402
 
 CONFIG = "ssd_gtsdb_synthetic"
 
 
-def evaluate_map(cfg, workdir: Path) -> dict:
-    """mAP@0.5 and mAP@[.5:.95] of baseline.keras and pruned.keras on validation and test."""
+def evaluate_map(cfg, workdir: Path) -> tuple[dict, dict]:
+    """mAP of baseline.keras and pruned.keras on the full val/test frames; MACs per frame."""
     import keras  # noqa: PLC0415
 
     data = detection_task.load(cfg)
     anchors = data.task.loss.anchors
-    out = {}
+    frame = tuple(data.val.element_spec[0].shape[1:3])
+    crop = tuple(data.train.element_spec[0].shape[1:3])
+    out, macs = {}, {}
     for name in ("baseline", "pruned"):
         model = keras.saving.load_model(workdir / f"{name}.keras", compile=False)
+        macs[name] = stats.model_stats(at_input_size(model, *frame)).macs
         out[name] = {
             split: {k: round(v, 4) for k, v in evaluate_detector(model, ds, anchors).items()}
             for split, ds in (("val", data.val), ("test", data.test))
         }
+    return out, {"frame": list(frame), "crop": list(crop), **macs}
+
+
+def epoch_seconds(workdir: Path) -> dict:
+    """Median wall seconds per epoch (training + validation) of each phase, from metrics.jsonl."""
+    events = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    out = {}
+    for phase in ("baseline", "recover", "finetune"):
+        times = [e["time"] for e in events if e["phase"] == phase]
+        gaps = np.diff(times)
+        gaps = gaps[(gaps > 0) & (gaps < 3600)]
+        if len(gaps):
+            out[phase] = round(float(np.median(gaps)), 1)
     return out
+
+
+def export_checks(workdir: Path) -> tuple[dict, dict]:
+    """Per artifact: passed (baseline and pruned) and mAP@0.5 on the export's val frames."""
+    passed, map50 = {}, {}
+    for name in ("baseline", "pruned"):
+        report = io_utils.read_json(workdir / "export" / name / "export_report.json")
+        rows = {**report["formats"], **report["postprocessing"]["built_in"]}
+        for fmt, row in rows.items():
+            passed[fmt] = passed.get(fmt, True) and bool(row["passed"])
+            map50.setdefault(fmt, {})[name] = round(row["metric"], 4)
+            map50[fmt][f"{name}_keras"] = round(row["keras_metric"], 4)
+    return passed, map50
 
 
 def detection_latency(workdir: Path, runs: int) -> list[dict]:
     """Image -> detections at batch 1, one thread: TFLite with NMS inside, ONNX + NumPy NMS."""
     rows = []
-    for artifact in ("model_fp32_nms.tflite", "model.onnx"):
+    for artifact in ("model_fp32_nms.tflite", "model_int8_nms.tflite", "model.onnx"):
         ms = {
             name: latency.measure_latency(
                 workdir / "export" / name / artifact, runs=runs, warmup=5, runner="run_detector.py"
@@ -80,13 +115,19 @@ def main() -> None:
         summary = pipeline.run(cfg, args.workdir)
     base, pruned = summary["baseline"], summary["pruned"]
     latency = (summary.get("export") or {}).get("latency", [])
+    maps, frame_macs = evaluate_map(cfg, args.workdir)
+    export_passed, export_map50 = export_checks(args.workdir)
     result = {
         "config": CONFIG,
         "note": args.note,
         "overrides": overrides,
         "data": "synthetic GTSDB layout (generated, seed 0)",
         "wall_seconds": round(wall["seconds"], 1),
-        "map": evaluate_map(cfg, args.workdir),
+        "map": maps,
+        "macs_per_frame": frame_macs,
+        "epoch_seconds": epoch_seconds(args.workdir),
+        "export_passed": export_passed,
+        "export_map50": export_map50,
         "decision_metric": "map50 on validation",
         "tolerance": cfg.prune.tolerance,
         "baseline": {k: base[k] for k in ("val", "test", "params", "macs", "filters")},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 import traceback
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 from afp_tf import io_utils, surgery  # noqa: E402
 from afp_tf.surgery import golden  # noqa: E402
@@ -147,6 +148,37 @@ def _hub_hgnetv2():
     )
 
 
+def _hub_classifier():
+    import keras_hub
+
+    return keras_hub.models.MobileNetImageClassifier(
+        backbone=_hub_mobilenet(), num_classes=10, num_features=64
+    )
+
+
+def _hub_retinanet():
+    import keras_hub
+
+    image = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 32, 32, 32],
+        stackwise_num_blocks=[1, 1, 1, 1],
+        stackwise_num_strides=[1, 2, 2, 2],
+        block_type="basic_block",
+        image_shape=(64, 64, 3),
+    )
+    backbone = keras_hub.models.RetinaNetBackbone(
+        image_encoder=image, min_level=3, max_level=5, use_p5=False, image_shape=(64, 64, 3)
+    )
+    anchors = keras_hub.layers.AnchorGenerator(
+        "yxyx", min_level=3, max_level=5, num_scales=1, aspect_ratios=[1.0], anchor_size=4
+    )
+    return keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=3, anchor_generator=anchors, pre_logits_num_conv_layers=2
+    )
+
+
 def _cv(name, **kwargs):
     def build():
         import keras_cv
@@ -208,6 +240,8 @@ MODELS = [
     ("keras-hub", "DenseNetBackbone", _hub_densenet),
     ("keras-hub", "EfficientNetBackbone", _hub_efficientnet),
     ("keras-hub", "HGNetV2Backbone", _hub_hgnetv2),
+    ("keras-hub", "MobileNetImageClassifier", _hub_classifier),
+    ("keras-hub", "RetinaNetObjectDetector", _hub_retinanet),
     ("keras-cv", "MobileNetV3Backbone (Small)", _cv("MobileNetV3Backbone", **_CV_MOBILENET)),
     (
         "keras-cv",
@@ -263,13 +297,28 @@ def _removal(groups, rng, fraction=0.25):
 
 
 def _internal(model) -> set[str]:
-    """Names of the groups with no channel from a model input or reaching a model output."""
-    from afp_tf.surgery.graph import as_functional
-    from afp_tf.surgery.groups import analyze
+    """Names of the groups not tied to the model input or a model output.
 
-    analysis = analyze(model)
-    graph = as_functional(model)
-    io = [analysis.labels.get(id(t)) for t in list(graph.inputs) + list(graph.outputs)]
+    A group is tied to an output when its channels reach one through layers without weights
+    (a softmax, the reshape and concatenation after a detector's predictors). Runs on the
+    surgery of before this change too, to record its numbers.
+    """
+    from afp_tf.surgery import graph as graphs
+    from afp_tf.surgery import groups as old  # before: analyze() lived there
+
+    analysis = getattr(surgery, "analyze", None) or old.analyze
+    analysis = analysis(model)
+    graph = graphs.as_functional(model)
+    reaching = {id(t) for t in graph.outputs}
+    for node in reversed(list(graphs.nodes_in_order(graph))):
+        op = node.operation
+        produces = bool(getattr(op, "weights", None)) or graphs.is_submodel(op)
+        if not produces and any(id(t) in reaching for t in node.outputs):
+            reaching.update(id(t) for t in node.input_tensors)
+    tensors = [*graph.inputs, *graph.outputs] + [
+        t for node in graphs.nodes_in_order(graph) for t in node.outputs if id(t) in reaching
+    ]
+    io = [analysis.labels.get(id(t)) for t in tensors]
     tied = set(analysis.roots[np.concatenate([x for x in io if x is not None])].tolist())
     return {name for name, order in analysis.orders.items() if not tied & set(order.tolist())}
 
@@ -295,7 +344,7 @@ def measure(source: str, family: str, build) -> dict:
             internal=len(inner),
             internal_prunable=sum(g.prunable for g in inner),
             golden_rel_error=golden.golden_error(model, removal, x, pruned),
-            boundaries=sorted({g.reason for g in inner if not g.prunable}),
+            boundaries=[g.reason for g in inner if not g.prunable],
         )
         row["internal_share"] = row["internal_prunable"] / max(row["internal"], 1)
     except Exception as err:  # noqa: BLE001 - one family failing is a table row, not a crash
@@ -327,10 +376,20 @@ def _markdown(rows: list[dict]) -> str:
             f"{r['internal_prunable']}/{r['internal']} | {100 * r['internal_share']:.0f}% | "
             f"{r['golden_rel_error']:.1e} |"
         )
-    lines += ["", "## Remaining boundaries (internal groups)", ""]
+    lines += [
+        "",
+        "## Remaining boundaries of internal groups",
+        "",
+        "One line per kind of reason (names elided), with how many groups it blocks and one "
+        "example.",
+        "",
+    ]
     for r in rows:
+        kinds: dict[str, list[str]] = {}
         for reason in r.get("boundaries", []):
-            lines.append(f"- {r['source']} {r['family']}: {reason}")
+            kinds.setdefault(re.sub(r"'[^']*'", "'…'", reason), []).append(reason)
+        for examples in kinds.values():
+            lines.append(f"- {r['source']} {r['family']} ({len(examples)}): {examples[0]}")
     return "\n".join(lines) + "\n"
 
 
@@ -338,6 +397,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="family names to run (default: all)")
     parser.add_argument("--name", default="surgery_coverage", help="result file name")
+    parser.add_argument(
+        "--update", action="store_true", help="with --only: replace those rows of the last run"
+    )
     parser.add_argument("--docs", default="docs/surgery_coverage.md", help="markdown output")
     args = parser.parse_args()
     rows = []
@@ -347,6 +409,10 @@ def main() -> None:
         rows.append(measure(source, family, build))
         r = rows[-1]
         print(family, {k: r.get(k) for k in ("groups", "prunable", "internal_share", "error")})
+    if args.update:  # the other families' rows from the last full run
+        previous = io_utils.read_json(RESULTS / f"{args.name}.json")["families"]
+        fresh = {(r["source"], r["family"]): r for r in rows}
+        rows = [fresh.get((r["source"], r["family"]), r) for r in previous]
     path = write_result(args.name, {"families": rows})
     if args.docs:
         docs = Path(__file__).resolve().parents[1] / args.docs

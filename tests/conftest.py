@@ -57,3 +57,46 @@ def tiny_fashion_mnist(tmp_path_factory):
         write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
     return root
+
+
+def classifier_trainer(model, *, global_batch_size, learning_rate=0.1, strategy=None, **kwargs):
+    """A ``Trainer`` of integer-label logits (cross-entropy, accuracy) with plain SGD."""
+    from afp_tf import training
+
+    kwargs.setdefault("metrics", ["accuracy"])
+    kwargs.setdefault("optimizer", lambda: keras.optimizers.SGD(learning_rate))
+    return training.Trainer(
+        model,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        strategy=strategy or tf.distribute.get_strategy(),
+        global_batch_size=global_batch_size,
+        **kwargs,
+    )
+
+
+def tiny_job_overrides(data_dir, *extra):
+    """Overrides making ``lenet5_fashion_mnist:quick`` a seconds-long job on tiny IDX data."""
+    return [
+        f"data.data_dir={data_dir}",
+        "data.source=local",
+        "data.batch_size=64",
+        "train.baseline_epochs=2",
+        "train.learning_rate=0.05",
+        "train.progress=false",
+        "prune.tolerance=0.2",
+        "prune.max_rounds=3",
+        "prune.p_max=0.3",
+        "prune.recovery_epochs=1",
+        "prune.finetune_epochs=1",
+        "export.enabled=false",
+        *extra,
+    ]
+
+
+def tiny_job_config(data_dir, *extra):
+    """The config of :func:`tiny_job_overrides`; later overrides win."""
+    from afp_tf import config_lib
+
+    cfg = config_lib.load_config("lenet5_fashion_mnist:quick")
+    config_lib.apply_overrides(cfg, tiny_job_overrides(data_dir, *extra))
+    return cfg

@@ -62,6 +62,7 @@ def train(strategy, init_weights: list[np.ndarray] | None, epochs: int) -> list[
     import keras
 
     from afp_tf import training
+    from afp_tf.epochs import run_epochs
 
     with strategy.scope():
         model = build_model()
@@ -75,7 +76,7 @@ def train(strategy, init_weights: list[np.ndarray] | None, epochs: int) -> list[
         strategy=strategy,
         global_batch_size=GLOBAL_BATCH_SIZE,
     )
-    trainer.fit(make_dataset(), epochs=epochs, progress=False)
+    run_epochs(trainer, make_dataset(), epochs, progress=False)
     return [np.asarray(w) for w in model.get_weights()]
 
 
@@ -113,6 +114,7 @@ def prune_one_round(strategy, epochs: int) -> dict:
 
     import afp_tf
     from afp_tf import pruner, training
+    from afp_tf.epochs import run_epochs
 
     keras.utils.set_random_seed(0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -122,14 +124,15 @@ def prune_one_round(strategy, epochs: int) -> dict:
         model.compile(
             optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=loss, metrics=["accuracy"]
         )
-    training.Trainer(
+    trainer = training.Trainer(
         model,
         loss=loss,
         metrics=["accuracy"],
         optimizer=lambda: training.make_optimizer("sgd", 0.05, momentum=0.9),
         strategy=strategy,
         global_batch_size=GLOBAL_BATCH_SIZE,
-    ).fit(train_ds, epochs=epochs, progress=False)
+    )
+    run_epochs(trainer, train_ds, epochs, progress=False)
     result = afp_tf.prune(
         model,
         train_ds,

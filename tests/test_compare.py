@@ -58,9 +58,11 @@ def test_compare_tiny_run_all_methods_recorded_with_equal_macs(compare_result):
     for key in ("b", "c"):
         assert abs(out["methods"][key]["macs"] - a["macs"]) <= 0.1 * a["macs"], key
         assert out["methods"][key]["epochs_used"] == out["budget_epochs"]
-    for r in out["methods"].values():
-        assert 0 <= r["test"] <= 1 and r["latency"]["median_ms"] > 0 and r["filters"]
-    assert isinstance(out["target"]["met"], bool) and out["target"]["verdict"]
+    for name, r in out["methods"].items():
+        correct = r["test"] * 300  # accuracy over the 300 test images: a whole count
+        assert abs(correct - round(correct)) < 1e-6 and r["latency"]["median_ms"] > 0, name
+    # The recorded verdict is the one the recorded numbers give.
+    assert out["target"] == _module("compare")._target(out["methods"])
     assert (results / "compare_lenet5_fashion_mnist.json").is_file()
     assert (results / "compare_lenet5_fashion_mnist.png").stat().st_size > 1000
 

@@ -12,17 +12,37 @@ from afp_tf.detection.decode import decode_predictions
 from afp_tf.detection.loss import SSDLoss, match_anchors
 from afp_tf.detection.metrics import MeanAveragePrecision
 
+SPEC = anchors_lib.AnchorSpec.for_object_sizes(16, 128, first_stride=8)
 
-def test_default_boxes_count_and_first_box():
-    boxes = anchors_lib.default_boxes([4, 2], min_scale=0.2, max_scale=0.4)
-    assert boxes.shape == ((16 + 4) * 4, 4)
-    np.testing.assert_allclose(boxes[0], [0.025, 0.025, 0.225, 0.225], atol=1e-6)  # 1:1, s=0.2
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    np.testing.assert_allclose(centres[64], [0.25, 0.25], atol=1e-6)  # first cell of level 2
+
+def default_boxes(size, spec=SPEC):
+    return spec.boxes(size, size)
+
+
+def test_anchor_spec_for_gtsdb_sizes_one_level_per_octave():
+    assert SPEC.strides == (8, 16, 32, 64)
+    assert SPEC.sizes[0] == (16.0, 20.16, 25.4) and SPEC.sizes[3][0] == 128.0
+    assert SPEC.per_location == 3
+
+
+def test_anchor_spec_boxes_are_pixel_sized_at_any_input_size():
+    crop, frame = SPEC.boxes(64, 64), SPEC.boxes(80, 160)
+    assert len(crop) == (64 + 16 + 4 + 1) * 3 and len(frame) == (200 + 50 + 15 + 6) * 3
+    # The first box: 16 px centred on (4, 4) in both, relative to each input.
+    np.testing.assert_allclose(crop[0] * 64, [-4, -4, 12, 12], atol=1e-4)
+    np.testing.assert_allclose(frame[0] * [160, 80, 160, 80], [-4, -4, 12, 12], atol=1e-4)
+    # Second cell of the first row: one stride (8 px) to the right.
+    np.testing.assert_allclose(frame[3] * [160, 80, 160, 80], [4, -4, 20, 12], atol=1e-4)
+
+
+def test_anchor_spec_round_trips_through_dict_and_rejects_bad_sizes():
+    assert anchors_lib.AnchorSpec.from_dict(SPEC.to_dict()) == SPEC
+    with pytest.raises(ValueError, match="one size tuple per stride"):
+        anchors_lib.AnchorSpec((8, 16), ((16.0,),))
 
 
 def test_encode_decode_roundtrip():
-    anchors = anchors_lib.default_boxes([3])
+    anchors = default_boxes(48)
     boxes = tf.constant(np.tile([[0.1, 0.2, 0.4, 0.5]], (len(anchors), 1)), tf.float32)
     decoded = anchors_lib.decode(anchors_lib.encode(boxes, anchors), anchors)
     np.testing.assert_allclose(decoded.numpy(), boxes.numpy(), atol=1e-5)
@@ -52,9 +72,9 @@ def _perfect_logits(anchors, packed, num_classes, confidence=8.0):
 
 
 def test_ssd_loss_perfect_prediction_is_small_and_wrong_is_large():
-    anchors = anchors_lib.default_boxes([8, 4, 2, 1], min_scale=0.1, max_scale=0.6)
+    anchors = default_boxes(64)
     y = np.stack([_packed([[0.1, 0.1, 0.3, 0.3, 0], [0.5, 0.5, 0.9, 0.8, 1]]), _packed([])])
-    loss = SSDLoss(anchors, num_classes=2)
+    loss = SSDLoss(SPEC, num_classes=2, image_size=(64, 64))
     good = loss(tf.constant(y), _perfect_logits(anchors, y, 2))
     noisy = _perfect_logits(anchors, y, 2) + tf.random.normal([2, len(anchors), 7], stddev=2.0)
     bad = loss(tf.constant(y), noisy)
@@ -62,7 +82,7 @@ def test_ssd_loss_perfect_prediction_is_small_and_wrong_is_large():
 
 
 def test_ssd_loss_hard_negatives_three_per_positive():
-    anchors = anchors_lib.default_boxes([4], min_scale=0.25, max_scale=0.25, aspect_ratios=(1.0,))
+    anchors = anchors_lib.AnchorSpec((16,), ((16.0,),)).boxes(64, 64)
     y = _packed([[0.0, 0.0, 0.25, 0.25, 0]])[None]
     _, classes = match_anchors(tf.constant(anchors), tf.constant(y))
     num_pos = int(tf.reduce_sum(tf.cast(classes > 0, tf.int32)))
@@ -82,7 +102,7 @@ def test_ssd_loss_hard_negatives_three_per_positive():
 
 
 def test_decode_predictions_returns_the_true_boxes():
-    anchors = anchors_lib.default_boxes([8, 4, 2, 1], min_scale=0.1, max_scale=0.6)
+    anchors = default_boxes(64)
     y = _packed([[0.1, 0.1, 0.3, 0.3, 0], [0.5, 0.5, 0.9, 0.8, 1]])[None]
     det = decode_predictions(_perfect_logits(anchors, y, 2), anchors, confidence_threshold=0.5)
     n = int(det["num_detections"][0])

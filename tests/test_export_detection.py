@@ -10,24 +10,25 @@ import pytest
 
 from afp_tf import resources
 from afp_tf.detection import export as detection_export
-from afp_tf.detection.anchors import default_boxes
-from afp_tf.export_checks import load_runner
-from afp_tf.models.ssd import build_ssd, feature_sizes
+from afp_tf.detection.anchors import AnchorSpec
+from afp_tf.export_checks import ExportVerificationError, load_runner
+from afp_tf.models.ssd import at_input_size, build_ssd
 
-SIZE, CLASSES = 64, 4
+CROP, FRAME, CLASSES = 64, (64, 96), 4  # trained on crops, exported for full frames
+SPEC = AnchorSpec.for_object_sizes(16, 128, first_stride=8)
 post = load_runner("detection_postprocess.py")
 
 
 @pytest.fixture(scope="module")
 def detector():
+    """A crop-sized model, its full-frame twin, the frame's anchors and frames."""
     keras.utils.set_random_seed(0)
-    model = build_ssd((SIZE, SIZE, 3), CLASSES, "mobilenet", width=0.25)
+    model = build_ssd((CROP, CROP, 3), CLASSES, "mobilenet", width=0.25)
     for layer in model.layers:  # no dead ReLU cells: they tie scores, which NMS may break anyhow
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.beta.assign(np.full(layer.beta.shape, 0.5, np.float32))
-    anchors = default_boxes(feature_sizes(SIZE))
-    x = np.random.default_rng(0).random((6, SIZE, SIZE, 3), dtype=np.float32)
-    return model, anchors, x
+    x = np.random.default_rng(0).random((6, *FRAME, 3), dtype=np.float32)
+    return model, at_input_size(model, *FRAME), SPEC.boxes(*FRAME), x
 
 
 def _pseudo_ground_truth(model, anchors, x, meta):
@@ -41,12 +42,12 @@ def _pseudo_ground_truth(model, anchors, x, meta):
 
 @pytest.fixture(scope="module")
 def exported(detector, tmp_path_factory):
-    model, anchors, x = detector
+    model, full, anchors, x = detector
     meta = {"variances": [0.1, 0.2], "score_threshold": 0.01, "iou_threshold": 0.45}
-    y = _pseudo_ground_truth(model, anchors, x, {**meta, "max_detections": 100})
+    y = _pseudo_ground_truth(full, anchors, x, {**meta, "max_detections": 100})
     out = tmp_path_factory.mktemp("det_export")
     report = detection_export.export_detector(
-        model, out, anchors=anchors, formats="tflite_fp32,onnx", val_x=x, val_y=y
+        model, out, anchors=SPEC, formats="tflite_fp32,onnx", val_x=x, val_y=y
     )
     return out, report
 
@@ -68,9 +69,15 @@ def test_export_detector_nms_artifacts_reproduce_keras_map(exported):
         assert r["passed"] and r["metric"] == pytest.approx(report["keras_metric"], abs=1e-6)
 
 
+def test_export_detector_writes_full_frame_artifacts_and_anchors(exported):
+    out, report = exported
+    assert report["input"]["shape"] == [None, *FRAME, 3]
+    assert np.load(out / "anchors.npy").shape == SPEC.boxes(*FRAME).shape
+
+
 def test_export_detector_tflite_nms_equals_numpy_postprocess(exported, detector):
     out, _ = exported
-    model, _, x = detector
+    _, model, _, x = detector
     meta = post.load_metadata(out / "model.onnx")
     expected = post.postprocess(model.predict(x[:1], verbose=0), meta)[0]
     got = load_runner("run_tflite.py").load(str(out / "model_fp32_nms.tflite"))
@@ -107,10 +114,10 @@ def test_run_detector_cli_prints_detections_and_latency(exported, artifact):
 
 
 def test_export_detector_labels_instead_of_boxes_raises(detector, tmp_path):
-    model, anchors, x = detector
+    model, _, _, x = detector
     with pytest.raises(ValueError, match="packed targets"):
         detection_export.export_detector(
-            model, tmp_path, anchors=anchors, representative=x, val_x=x, val_y=np.zeros(len(x))
+            model, tmp_path, anchors=SPEC, representative=x, val_x=x, val_y=np.zeros(len(x))
         )
 
 
@@ -120,3 +127,23 @@ def test_nms_same_class_overlap_suppressed_other_class_kept():
     got = post.nms(boxes, probs, score_threshold=0.01, iou_threshold=0.45, max_detections=10)
     np.testing.assert_allclose(got["scores"], [0.9, 0.7, 0.05])
     np.testing.assert_array_equal(got["classes"], [0, 1, 1])
+
+
+def test_export_detector_int8_runs_convs_in_int8_and_keeps_map(detector, tmp_path):
+    model, full, anchors, x = detector
+    meta = {"variances": [0.1, 0.2], "score_threshold": 0.01, "iou_threshold": 0.45}
+    y = _pseudo_ground_truth(full, anchors, x, {**meta, "max_detections": 100})
+    try:
+        report = detection_export.export_detector(
+            model, tmp_path, anchors=SPEC, formats="tflite_int8", representative=x, val_x=x,
+            val_y=y,
+        )  # fmt: skip
+    except ExportVerificationError as e:
+        report = e.report
+    raw = report["formats"]["tflite_int8"]
+    nms = report["postprocessing"]["built_in"]["tflite_int8_nms"]
+    convs = sum(type(layer) is keras.layers.Conv2D for layer in model.layers)
+    depthwise = sum(type(layer) is keras.layers.DepthwiseConv2D for layer in model.layers)
+    assert nms["int8_ops"] == {"CONV_2D": {"int8": convs}, "DEPTHWISE_CONV_2D": {"int8": depthwise}}
+    assert raw["passed"] and raw["max_rel_diff"] < 0.05
+    assert nms["passed"] and nms["metric"] >= report["keras_metric"] - 0.05

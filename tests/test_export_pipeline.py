@@ -3,30 +3,19 @@
 import json
 
 import pytest
+from conftest import tiny_job_config
 
-from afp_tf import config_lib, export, pipeline
+from afp_tf import export, pipeline
 
 
 @pytest.mark.slow
 def test_pipeline_with_export_writes_verified_artifacts_and_latency(tmp_path, tiny_fashion_mnist):
-    cfg = config_lib.load_config("lenet5_fashion_mnist:quick")
-    config_lib.apply_overrides(
-        cfg,
-        [
-            f"data.data_dir={tiny_fashion_mnist}",
-            "data.source=local",
-            "data.batch_size=64",
-            "train.baseline_epochs=2",
-            "train.learning_rate=0.05",
-            "train.progress=false",
-            "prune.tolerance=0.2",
-            "prune.max_rounds=2",
-            "prune.p_max=0.3",
-            "prune.recovery_epochs=1",
-            "prune.finetune_epochs=1",
-            "export.formats=tflite_fp32,tflite_int8,onnx",
-            "export.latency_runs=3",
-        ],
+    cfg = tiny_job_config(
+        tiny_fashion_mnist,
+        "prune.max_rounds=2",
+        "export.enabled=true",
+        "export.formats=tflite_fp32,tflite_int8,onnx",
+        "export.latency_runs=3",
     )
     summary = pipeline.run(cfg, tmp_path)
     for side in ("baseline", "pruned"):

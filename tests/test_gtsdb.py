@@ -4,12 +4,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from afp_tf.data import gtsdb, gtsdb_synth
+from afp_tf.data import gtsdb, gtsdb_layout, gtsdb_signs, gtsdb_synth
 
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory):
-    return gtsdb_synth.generate(tmp_path_factory.mktemp("gtsdb"), 12, scale=0.1, seed=5)
+    return gtsdb_synth.generate(
+        tmp_path_factory.mktemp("gtsdb"), 12, scale=0.1, sign_scale=0.3, seed=5
+    )
 
 
 def _cfg(data_dir, **overrides):
@@ -28,43 +30,70 @@ def _cfg(data_dir, **overrides):
 
 
 def test_category_map_covers_43_classes_once():
-    classes = sorted(c for group in gtsdb_synth.CATEGORY_CLASSES for c in group)
+    classes = sorted(c for group in gtsdb_signs.CATEGORY_CLASSES for c in group)
     assert classes == list(range(43))
-    assert gtsdb_synth.CLASS_TO_CATEGORY[14] == 3  # stop sign: "other"
-    assert gtsdb_synth.CLASS_TO_CATEGORY[11] == 1  # right-of-way at next crossing: danger
+    assert gtsdb_signs.CLASS_TO_CATEGORY[14] == 3  # stop sign: "other"
+    assert gtsdb_signs.CLASS_TO_CATEGORY[11] == 1  # right-of-way at next crossing: danger
+
+
+def test_render_sign_every_class_has_its_own_pictogram():
+    drawings = np.stack([gtsdb_signs.render_sign(c, 32)[0] for c in range(43)])
+    # Pixels that differ by more than 60 levels, per pair: the closest pair ("50" and "60")
+    # differs in one font cell, as the real signs do.
+    differing = (np.abs(drawings[:, None] - drawings[None]).max(-1) > 60).sum(axis=(2, 3))
+    np.fill_diagonal(differing, 10**6)
+    assert differing.min() >= 4 and np.median(differing.min(axis=1)) >= 30
+    rgb, alpha = gtsdb_signs.render_sign(2, 32)  # speed limit 50: red rim, white inside
+    assert alpha[16, 16] == 1.0 and alpha[0, 0] == 0.0
+    assert rgb[16, 1, 0] > 150 > rgb[16, 1, 2]
+
+
+def test_generate_native_sign_sizes_follow_gtsdb_range(tmp_path):
+    annotations = gtsdb_layout.read_annotations(
+        gtsdb_synth.generate(tmp_path, 40, scale=0.4, seed=3)
+    )
+    boxes = np.concatenate([a.boxes for a in annotations])
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+    assert annotations[0].width == 544 and annotations[0].height == 320
+    assert sides.min() >= 12 and sides.max() <= 130  # 16-128 px, less perspective/rounding
+    assert 22 <= np.median(sides) <= 42 and len(sides) >= 40
 
 
 def test_generate_writes_ppm_and_gt_layout(layout):
     images = sorted(layout.glob("*.ppm"))
     assert [p.name for p in images[:2]] == ["00000.ppm", "00001.ppm"]
-    image = gtsdb.read_ppm(images[0])
+    image = gtsdb_layout.read_ppm(images[0])
     assert image.shape == (80, 136, 3) and image.dtype == np.uint8
     fields = (layout / "gt.txt").read_text().splitlines()[0].split(";")
     assert len(fields) == 6 and fields[0].endswith(".ppm")
 
 
 def test_generate_same_seed_same_files(tmp_path):
-    a = gtsdb_synth.generate(tmp_path / "a", 3, scale=0.05, seed=1)
-    b = gtsdb_synth.generate(tmp_path / "b", 3, scale=0.05, seed=1)
+    a = gtsdb_synth.generate(tmp_path / "a", 3, scale=0.1, sign_scale=0.3, seed=1)
+    b = gtsdb_synth.generate(tmp_path / "b", 3, scale=0.1, sign_scale=0.3, seed=1)
     assert (a / "gt.txt").read_text() == (b / "gt.txt").read_text()
     assert (a / "00002.ppm").read_bytes() == (b / "00002.ppm").read_bytes()
 
 
 def test_generate_cli_writes_requested_images(tmp_path):
-    gtsdb_synth.main(["--out", str(tmp_path), "--num-images", "2", "--scale", "0.05"])
+    gtsdb_synth.main(
+        ["--out", str(tmp_path), "--num-images", "2", "--scale", "0.1", "--sign-scale", "0.3"]
+    )
     assert len(list(tmp_path.glob("*.ppm"))) == 2
 
 
 def test_read_annotations_keeps_negatives(tmp_path):
-    layout = gtsdb_synth.generate(tmp_path, 20, scale=0.05, seed=2, negative_fraction=0.5)
-    annotations = gtsdb.read_annotations(layout)
+    layout = gtsdb_synth.generate(
+        tmp_path, 20, scale=0.1, sign_scale=0.3, seed=2, negative_fraction=0.5
+    )
+    annotations = gtsdb_layout.read_annotations(layout)
     assert len(annotations) == 20
     assert any(len(a.classes) == 0 for a in annotations)
     assert sum(len(a.classes) for a in annotations) == len((layout / "gt.txt").read_text().split())
 
 
 def test_standard_split_900_images_gives_600_300():
-    fake = [gtsdb.Annotation(None, 1, 1, np.zeros((0, 4)), np.zeros(0)) for _ in range(900)]
+    fake = [gtsdb_layout.Annotation(None, 1, 1, np.zeros((0, 4)), np.zeros(0)) for _ in range(900)]
     for i, a in enumerate(fake):
         object.__setattr__(a, "path", i)
     splits = gtsdb.standard_split(fake, 0.1, seed=0)
@@ -77,8 +106,11 @@ def test_load_gtsdb_categories_labels_and_shapes(layout):
     data = gtsdb.load_gtsdb(_cfg(layout))
     assert (data.num_train, data.num_val, data.num_test) == (6, 2, 4)
     assert data.num_classes == 4 and data.class_names[0] == "prohibitory"
+    assert data.input_shape == (64, 64, 3) and data.frame_shape == (80, 136, 3)
+    crops, _ = next(iter(data.train))
+    assert crops.shape == (4, 64, 64, 3)
     images, targets = next(iter(data.test))
-    assert images.shape == (4, 64, 64, 3) and float(images.numpy().min()) >= 0
+    assert images.shape == (4, 80, 136, 3) and float(images.numpy().min()) >= 0
     assert float(images.numpy().max()) <= 1.0
     assert targets.shape == (4, 16, 5)
     classes = targets.numpy()[..., 4]
@@ -103,8 +135,10 @@ def test_load_gtsdb_classes_labels_match_gt_file(layout):
 
 
 def test_pack_targets_normalises_inclusive_pixel_boxes():
-    ann = gtsdb.Annotation(None, 100, 50, np.array([[9, 4, 19, 14]], np.float32), np.array([14]))
-    packed = gtsdb.pack_targets(ann, "categories", 3)
+    ann = gtsdb_layout.Annotation(
+        None, 100, 50, np.array([[9, 4, 19, 14]], np.float32), np.array([14])
+    )
+    packed = gtsdb_layout.pack_targets(ann, "categories", 3)
     np.testing.assert_allclose(packed[0], [0.09, 0.08, 0.2, 0.3, 3], rtol=1e-6)
     assert (packed[1:, 4] == -1).all()
     unpacked = gtsdb.unpack_targets(packed)
@@ -112,19 +146,19 @@ def test_pack_targets_normalises_inclusive_pixel_boxes():
 
 
 def test_read_annotations_malformed_line_names_line_number(tmp_path):
-    layout = gtsdb_synth.generate(tmp_path, 2, scale=0.05, seed=0)
+    layout = gtsdb_synth.generate(tmp_path, 2, scale=0.1, sign_scale=0.3, seed=0)
     gt = layout / "gt.txt"
     gt.write_text(gt.read_text() + "00001.ppm;1;2;three;4;5\n")
     n = len(gt.read_text().splitlines())
     with pytest.raises(ValueError, match=rf"gt\.txt:{n}: malformed line"):
-        gtsdb.read_annotations(layout)
+        gtsdb_layout.read_annotations(layout)
 
 
 def test_read_annotations_unknown_class_raises(tmp_path):
-    layout = gtsdb_synth.generate(tmp_path, 2, scale=0.05, seed=0)
+    layout = gtsdb_synth.generate(tmp_path, 2, scale=0.1, sign_scale=0.3, seed=0)
     (layout / "gt.txt").write_text("00000.ppm;1;2;3;4;43\n")
     with pytest.raises(ValueError, match="gt.txt:1: bad class id"):
-        gtsdb.read_annotations(layout)
+        gtsdb_layout.read_annotations(layout)
 
 
 def test_load_gtsdb_missing_dir_raises_with_hint(tmp_path):
@@ -133,7 +167,13 @@ def test_load_gtsdb_missing_dir_raises_with_hint(tmp_path):
 
 
 def test_load_gtsdb_synthetic_source_generates_once(tmp_path):
-    cfg = _cfg(tmp_path, source="synthetic", synthetic_images=6, synthetic_scale=0.05)
+    cfg = _cfg(
+        tmp_path,
+        source="synthetic",
+        synthetic_images=6,
+        synthetic_scale=0.1,
+        synthetic_sign_scale=0.3,
+    )
     data = gtsdb.load_gtsdb(cfg)
     assert data.source.startswith("synthetic") and data.num_test == 2
     gt_files = list(tmp_path.glob("*/gt.txt"))
@@ -144,4 +184,4 @@ def test_load_gtsdb_synthetic_source_generates_once(tmp_path):
 
 def test_sample_returns_arrays_of_split(layout):
     x, y = gtsdb.load_gtsdb(_cfg(layout)).sample("val", 2)
-    assert x.shape == (2, 64, 64, 3) and y.shape == (2, 16, 5)
+    assert x.shape == (2, 80, 136, 3) and y.shape == (2, 16, 5)  # full frames

@@ -11,34 +11,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_job_config, tiny_job_overrides
 
-from afp_tf import config_lib, pipeline
+from afp_tf import pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _overrides(data_dir, *extra):
-    return [
-        f"data.data_dir={data_dir}",
-        "data.source=local",
-        "data.batch_size=64",
-        "train.baseline_epochs=2",
-        "train.learning_rate=0.05",
-        "train.progress=false",
-        "prune.tolerance=0.2",
-        "prune.max_rounds=3",
-        "prune.p_max=0.3",
-        "prune.recovery_epochs=1",
-        "prune.finetune_epochs=1",
-        "export.enabled=false",
-        *extra,
-    ]
-
-
-def _config(data_dir, *extra):
-    cfg = config_lib.load_config("lenet5_fashion_mnist:quick")
-    config_lib.apply_overrides(cfg, _overrides(data_dir, *extra))
-    return cfg
+_config = tiny_job_config
 
 
 def _cli(workdir, data_dir, *extra, **kwargs):
@@ -51,7 +31,7 @@ def _cli(workdir, data_dir, *extra, **kwargs):
         "--workdir",
         str(workdir),
     ]
-    cmd += [f"--config.{o}" for o in _overrides(data_dir, *extra)]
+    cmd += [f"--config.{o}" for o in tiny_job_overrides(data_dir, *extra)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
@@ -75,8 +55,12 @@ def test_pipeline_quick_run_prunes_within_floor_and_writes_artifacts(tmp_path, t
     assert list((tmp_path / "tensorboard").iterdir())
     base, pruned = summary["baseline"], summary["pruned"]
     assert pruned["val"] >= pruned["floor"] - 1e-9
-    assert pruned["macs"] < base["macs"]
-    assert summary["rounds"] >= 1
+    accepted = [h for h in summary["history"] if h["outcome"] == "accepted"]
+    assert summary["rounds"] == len(accepted) >= 1
+    assert pruned["macs"] == accepted[-1]["macs"] < base["macs"]
+    for group, size in base["filters"].items():
+        removed = sum(h["removed_per_group"].get(group, 0) for h in accepted)
+        assert pruned["filters"][group] == size - removed, group
     model = keras.saving.load_model(tmp_path / "pruned.keras")
     assert model.count_params() == pruned["params"]
     events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -152,3 +136,43 @@ def test_main_misspelt_override_exit_2_with_suggestion(tmp_path, tiny_fashion_mn
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2
     assert "Did you mean 'prune.tolerance'" in err
+
+
+_TINY_JOB = (
+    "train.baseline_epochs=1",
+    "prune.max_rounds=1",
+    "prune.finetune_epochs=0",
+    "data.train_subset=640",
+    "data.test_subset=128",
+)
+
+
+@pytest.mark.slow
+def test_pipeline_steps_per_execution_and_xla_same_numbers_as_default(tmp_path, tiny_fashion_mnist):
+    summaries = {
+        name: pipeline.run(_config(tiny_fashion_mnist, *_TINY_JOB, *extra), tmp_path / name)
+        for name, extra in {
+            "default": (),
+            "steps_per_execution": ("train.steps_per_execution=4",),
+            "jit_compile": ("train.jit_compile=true",),
+        }.items()
+    }
+    default = summaries.pop("default")
+    assert default["rounds"] == 1
+    for name, summary in summaries.items():
+        for side in ("baseline", "pruned"):
+            assert summary[side]["macs"] == default[side]["macs"], name
+            assert summary[side]["val"] == pytest.approx(default[side]["val"], abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_pipeline_mixed_float16_pruned_model_keeps_float16_layers(tmp_path, tiny_fashion_mnist):
+    cfg = _config(tiny_fashion_mnist, *_TINY_JOB, "train.mixed_precision=mixed_float16")
+    summary = pipeline.run(cfg, tmp_path)
+    assert keras.config.dtype_policy().name == "float32"  # the run's policy does not leak
+    assert summary["rounds"] == 1 and summary["pruned"]["macs"] < summary["baseline"]["macs"]
+    assert summary["pruned"]["val"] >= summary["pruned"]["floor"]
+    pruned = keras.saving.load_model(tmp_path / "pruned.keras")
+    convs = [layer for layer in pruned.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.compute_dtype for layer in convs] == ["float16", "float16"]
+    assert all(w.dtype == "float32" for w in pruned.weights)

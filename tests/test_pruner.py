@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from afp_tf import prc, surgery, training
 from afp_tf.options import PruneOptions
-from afp_tf.pruner import Pruner, PruneState, Task, filters_per_group
+from afp_tf.pruner import Pruner, PruneState, filters_per_group
+from afp_tf.task import Task
 
 VAL, ACCEPT = "val-data", "accept-data"  # sentinels: the fake trainer tells splits apart by them
 

@@ -134,14 +134,6 @@ def test_orthogonal_regularizer_is_factor_times_penalty(mode, kernel_shape, axis
     assert float(reg(tf.constant(kernel))) == pytest.approx(expected, rel=1e-5)
 
 
-def test_orthogonal_regularizer_serialize_round_trip_same_config():
-    reg = regularizers.OrthogonalRegularizer(factor=0.02, mode="transpose", normalize=False)
-    config = keras.regularizers.serialize(reg)
-    back = keras.regularizers.deserialize(config)
-    assert isinstance(back, regularizers.OrthogonalRegularizer)
-    assert back.get_config() == reg.get_config()
-
-
 def test_orthogonal_regularizer_bad_mode_raises():
     with pytest.raises(ValueError, match="Unknown mode"):
         regularizers.OrthogonalRegularizer(mode="rows")

@@ -1,9 +1,13 @@
 """The main job on SSD/GTSDB: synthetic end to end with export, the real archive layout, no data."""
 
+import functools
+import http.server
 import json
 import socket
 import subprocess
 import sys
+import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -48,24 +52,49 @@ def test_main_job_ssd_synthetic_quick_tiny_runs_end_to_end_with_export(tmp_path)
     assert (tmp_path / "run" / "report.json").is_file()
 
 
+@pytest.fixture
+def archive_server(tmp_path):
+    """A loopback HTTP server holding FullIJCNN2013.zip: generated frames in the real layout."""
+    frames = gtsdb_synth.generate(tmp_path / "src", 12, scale=0.1, sign_scale=0.3, seed=1)
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "FullIJCNN2013.zip", "w") as zf:
+        for path in sorted(frames.iterdir()):
+            zf.write(path, f"FullIJCNN2013/{path.name}")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/FullIJCNN2013.zip"
+    httpd.shutdown()
+    httpd.server_close()
+
+
 @pytest.mark.slow
-def test_main_job_ssd_gtsdb_reads_archive_layout(tmp_path):
-    gtsdb_synth.generate(tmp_path / "gtsdb" / "FullIJCNN2013", 24, scale=0.1, seed=1)
+def test_main_job_ssd_gtsdb_loopback_archive_downloads_trains_evaluates_exports(
+    tmp_path, archive_server
+):
     cfg = _config(
         "ssd_gtsdb:quick",
         [
             f"data.data_dir={tmp_path / 'gtsdb'}",
-            "data.download=false",
-            "export.enabled=false",
+            f"data.url={archive_server}",
+            "data.download=true",
+            "train.steps_per_epoch=1",
             "prune.max_rounds=1",
+            "prune.finetune_epochs=0",
+            "export.formats=tflite_fp32",
             *TINY,
         ],
     )
     summary = pipeline.run(cfg, tmp_path / "run")
-    assert summary["baseline"]["params"] > 0 and "val" in summary["pruned"]
-    assert sorted(p.name for p in (tmp_path / "gtsdb").iterdir()) == ["FullIJCNN2013"]
+    assert (tmp_path / "gtsdb" / "FullIJCNN2013" / "00011.ppm").is_file()
+    assert {"val", "test"} <= set(summary["baseline"]) and "val" in summary["pruned"]
+    report = summary["export"]["reports"]["pruned"]
+    assert report["passed"] and report["input"]["shape"] == [None, 80, 136, 3]  # full frames
+    assert report["postprocessing"]["built_in"]["tflite_fp32_nms"]["passed"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["data"]["source"] == "auto"
+    assert config["data"]["source"] == "auto" and config["data"]["image_size"] == 64
 
 
 def test_main_job_ssd_gtsdb_absent_data_without_download_says_where(tmp_path):

@@ -171,6 +171,21 @@ def test_register_mac_rule_custom_layer_is_counted():
     assert stats.model_stats(keras.Model(inputs, Scale()(inputs))).macs == 5
 
 
+def test_model_stats_composite_layer_counts_its_inner_layers():
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")
+
+        def call(self, x):
+            return keras.ops.relu(self.conv(x))
+
+    inputs = keras.Input((8, 8, 2))
+    result = stats.model_stats(keras.Model(inputs, Block(name="blk")(inputs)))
+    assert result.macs == 8 * 8 * 3 * 3 * 2 * 4
+    assert [r.name for r in result.per_layer if r.macs] == ["blk/conv"]
+
+
 def test_model_stats_to_dict_and_table_are_readable():
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(3, 3, name="conv")(inputs)

@@ -138,3 +138,29 @@ def test_remove_filters_hub_retinanet_backbone_fpn_towers_prunable_exact():
     removal = _removal(analysis)
     x = np.random.default_rng(1).uniform(size=(1, 64, 64, 3)).astype("float32")
     assert golden.golden_error(model, removal, x) < 1e-4
+
+
+def test_prune_hub_image_classifier_returns_compiled_classifier():
+    import afp_tf
+
+    model = keras_hub.models.MobileNetImageClassifier(
+        backbone=_mobilenet(), num_classes=2, num_features=16
+    )
+    x = _x(64)
+    y = (x[..., 0].mean(axis=(1, 2)) > 0.5).astype("int32")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+    result = afp_tf.prune(
+        model,
+        (x, y),
+        (x, y),
+        tolerance=0.3,
+        max_rounds=1,
+        penalty_epochs=1,
+        recovery_epochs=0,
+        batch_size=32,
+        progress=False,
+    )
+    assert type(result.model) is type(model) and result.model.compiled
+    assert result.params[1] < result.params[0]
+    assert result.model.predict(x[:2], verbose=0).shape == (2, 2)

@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import classifier_trainer
 
-from afp_tf import training
+from afp_tf import precision, training
 
 NUM_EXAMPLES, BATCH, CLASSES = 37, 8, 3  # 4 full batches and a partial one of 5
 
@@ -36,13 +37,13 @@ def _model(kernel_regularizer=None):
 
 
 def _trainer(model, strategy=None, optimizer=None, metrics=("accuracy",), **kw):
-    return training.Trainer(
+    optimizer = optimizer or (lambda: training.make_optimizer("sgd", 0.1, momentum=0.9))
+    return classifier_trainer(
         model,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=metrics,
-        optimizer=optimizer or (lambda: training.make_optimizer("sgd", 0.1, momentum=0.9)),
-        strategy=strategy or tf.distribute.get_strategy(),
         global_batch_size=BATCH,
+        strategy=strategy,
+        metrics=metrics,
+        optimizer=optimizer,
         **kw,
     )
 
@@ -108,16 +109,21 @@ def test_trainer_extra_loss_variable_changes_not_retraced():
     assert penalties[0] == penalties[2] == 0.0 and penalties[1] > 0.0
 
 
-def test_trainer_mirrored_two_cpus_matches_default():
+@pytest.mark.parametrize(
+    "options",
+    [training.StepOptions(), training.StepOptions(jit_compile=True, steps_per_execution=4)],
+    ids=["default_step", "xla_4_steps_per_call"],
+)
+def test_trainer_mirrored_two_cpus_matches_default(options):
     # Same initial weights, data (with a partial last batch) and global batch; 10 SGD steps.
     init = _model().get_weights()
     results = []
-    for kind in ("default", "mirrored"):
+    for kind, opts in (("default", training.StepOptions()), ("mirrored", options)):
         strategy = training.make_strategy(kind)
         with strategy.scope():
             model = _model()
             model.set_weights(init)
-        trainer = _trainer(model, strategy)
+        trainer = _trainer(model, strategy, options=opts)
         for _ in range(2):
             trainer.train_epoch(_dataset(), progress=False)
         results.append(model.get_weights())
@@ -133,27 +139,6 @@ def test_train_epoch_absurd_learning_rate_raises_nonfinite():
         trainer.train_epoch(_dataset().repeat(), steps=50, epoch=3, progress=False)
     assert info.value.step <= 3 and info.value.epoch == 3
     assert time.monotonic() - start < 20
-
-
-def test_fit_until_true_stops_after_first_epoch():
-    seen = []
-    history = _trainer(_model()).fit(
-        _dataset(),
-        epochs=5,
-        val_ds=_dataset(),
-        until=lambda val: "accuracy" in val,
-        on_epoch_end=lambda epoch, logs: seen.append(epoch),
-        progress=False,
-    )
-    assert [h["epoch"] for h in history] == [1] and seen == [0]
-    assert {"loss", "task_loss", "penalty", "accuracy", "val_loss", "val_accuracy"} <= set(
-        history[0]
-    )
-
-
-def test_fit_until_without_val_ds_raises():
-    with pytest.raises(ValueError, match="needs val_ds"):
-        _trainer(_model()).fit(_dataset(), epochs=1, until=lambda val: True)
 
 
 def test_trainer_model_outside_mirrored_scope_raises():
@@ -222,3 +207,104 @@ def test_make_optimizer_step_schedule_decays_learning_rate():
     assert float(optimizer.learning_rate) == pytest.approx(0.1)
     optimizer.iterations.assign(4)
     assert float(optimizer.learning_rate) == pytest.approx(0.025)
+
+
+def _train_twice(options, epochs=2, data=None):
+    """The same initial model trained ``epochs`` epochs with ``options``: weights, logs, trainer."""
+    keras.utils.set_random_seed(0)
+    model = _model()
+    trainer = _trainer(model, options=options)
+    logs = [trainer.train_epoch(data or _dataset(), progress=False) for _ in range(epochs)]
+    return model.get_weights(), logs, trainer
+
+
+@pytest.mark.parametrize(
+    "options",
+    [training.StepOptions(steps_per_execution=4), training.StepOptions(jit_compile=True)],
+    ids=["steps_per_execution_4", "jit_compile"],
+)
+def test_trainer_step_options_same_weights_and_logs_as_default(options):
+    weights, logs, _ = _train_twice(training.StepOptions())
+    got, got_logs, trainer = _train_twice(options)
+    for a, b in zip(got, weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [g["task_loss"] for g in got_logs] == pytest.approx([g["task_loss"] for g in logs])
+    assert int(trainer.optimizer.iterations) == 10  # 5 batches (4 full, 1 partial) x 2 epochs
+    assert trainer.tracing_counts() == {"train": 1, "eval": 0}
+
+
+def test_trainer_steps_per_execution_stops_at_steps():
+    trainer = _trainer(_model(), options=training.StepOptions(steps_per_execution=4))
+    trainer.train_epoch(_dataset().repeat(), steps=6, progress=False)
+    assert int(trainer.optimizer.iterations) == 6
+    logs = trainer.evaluate(_dataset())
+    loss, accuracy = _numpy_metrics(trainer.model)
+    assert logs["loss"] == pytest.approx(loss, rel=1e-6)
+    assert logs["accuracy"] == pytest.approx(accuracy, abs=1e-7)
+
+
+def test_trainer_steps_per_execution_nonfinite_names_same_step_as_one():
+    steps = []
+    for per_call in (1, 4):
+        keras.utils.set_random_seed(0)
+        trainer = _trainer(
+            _model(),
+            optimizer=lambda: training.make_optimizer("sgd", 1e12),
+            options=training.StepOptions(steps_per_execution=per_call),
+        )
+        with pytest.raises(training.NonFiniteLossError) as info:
+            trainer.train_epoch(_dataset().repeat(), steps=50, epoch=2, progress=False)
+        steps.append(info.value.step)
+    assert steps[0] == steps[1] <= 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_step_options_bad_steps_per_execution_raise(bad):
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        training.StepOptions(steps_per_execution=bad)
+
+
+def test_precision_policy_mixed_float16_scales_loss_and_restores_policy():
+    with precision.policy("mixed_float16"):
+        model = _model()
+    assert keras.config.dtype_policy().name == "float32"
+    assert model.layers[0].compute_dtype == "float16" and model.layers[0].kernel.dtype == "float32"
+    trainer = _trainer(model)
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    before = model.get_weights()
+    logs = trainer.train_epoch(_dataset(), progress=False)
+    loss, _ = _numpy_metrics(model)
+    assert np.isfinite(logs["task_loss"]) and not np.array_equal(before[0], model.get_weights()[0])
+    assert trainer.evaluate(_dataset())["loss"] == pytest.approx(loss, rel=1e-2)
+
+
+def test_precision_policy_bfloat16_keeps_optimizer_unscaled():
+    with precision.policy("mixed_bfloat16"):
+        model = _model()
+    trainer = _trainer(model)
+    assert model.layers[0].compute_dtype == "bfloat16"
+    assert not isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.isfinite(trainer.train_epoch(_dataset(), progress=False)["loss"])
+
+
+def test_precision_policy_unknown_name_suggests():
+    policy = precision.policy("mixed_float61")
+    with pytest.raises(ValueError, match="Did you mean 'mixed_float16'"):
+        policy.__enter__()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.mixed_precision=mixed_float61", "Did you mean 'mixed_float16'"),
+        ("train.steps_per_execution=0", "steps_per_execution=0 must be >= 1"),
+        ("train.optimizer=adm", "Did you mean 'adam'"),
+        ("train.strategy=mirored", "Did you mean 'mirrored'"),
+    ],
+)
+def test_config_train_section_bad_values_raise(override, message):
+    from afp_tf import config_lib
+
+    cfg = config_lib.base_config()
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.apply_overrides(cfg, [override])

@@ -1,61 +1,127 @@
-"""SSD default boxes and the box-offset encoding.
+"""SSD default boxes in pixels (the same for any input size) and the box-offset encoding.
 
-The default boxes follow the SSD paper: on feature map ``k`` of ``m`` (size ``f_k``), scale
-``s_k = s_min + (s_max - s_min) (k - 1) / (m - 1)``, one box per aspect ratio ``a`` of size
-``(s_k sqrt(a), s_k / sqrt(a))`` plus an extra square box of scale ``sqrt(s_k s_{k+1})``, centred
-on each cell. keras-cv's ``AnchorGenerator`` works under Keras 3.15 but produces RetinaNet-style
-pixel anchors (``sizes x scales x ratios`` per stride) without SSD's extra square box, so the
-paper's boxes are computed here in NumPy (they are constants).
+A fully convolutional SSD sees the same pixels in a training crop and in a full frame, so its
+default boxes are defined in pixels, not relative to the input: level ``l`` (stride ``s_l``)
+has square sizes ``sizes[l]`` (times each aspect ratio) centred on ``((j + 0.5) s_l,
+(i + 0.5) s_l)``. :meth:`AnchorSpec.boxes` lays them out for an ``height x width`` input
+(feature maps ``ceil(height / s_l) x ceil(width / s_l)``) and returns them relative to it,
+which is how targets and decoded boxes are expressed.
 
-All boxes are relative to the image (``[0, 1]``). Offsets are encoded as in SSD with variances
-``(0.1, 0.2)``: ``((cx - cx_a) / (w_a v0), (cy - cy_a) / (h_a v0), log(w / w_a) / v1, ...)``.
+:meth:`AnchorSpec.for_object_sizes` covers an object-size range (GTSDB: 16-128 px) with one
+level per octave (strides 8, 16, 32, 64 for 16-128 px) and ``scales_per_octave`` sizes per
+level, ``min_size * 2 ** (l + k / scales_per_octave)``: any square object in the range is
+within a factor ``2 ** (1 / (2 * scales_per_octave))`` of a default box (IoU >= 0.79 when
+centred, for 3 scales), and the stride is half the level's smallest box, so a centre is at most
+``s_l / 2`` from a cell centre.
+
+Offsets are encoded as in SSD with variances ``(0.1, 0.2)``: ``((cx - cx_a) / (w_a v0),
+(cy - cy_a) / (h_a v0), log(w / w_a) / v1, log(h / h_a) / v1)``; relative coordinates of
+either axis give the same offsets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-DEFAULT_ASPECT_RATIOS = (1.0, 2.0, 0.5)
 VARIANCES = (0.1, 0.2)
 
 
-def anchors_per_location(aspect_ratios: Sequence[float]) -> int:
-    """Boxes per feature-map cell: one per aspect ratio plus the extra square scale."""
-    return len(aspect_ratios) + 1
+@dataclasses.dataclass(frozen=True)
+class AnchorSpec:
+    """Default boxes per feature level: a stride, square sizes in pixels, aspect ratios."""
+
+    strides: tuple[int, ...]
+    sizes: tuple[tuple[float, ...], ...]
+    aspect_ratios: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self):
+        if not self.strides or len(self.sizes) != len(self.strides):
+            raise ValueError(f"need one size tuple per stride, got {self.strides}, {self.sizes}.")
+        if len({len(s) for s in self.sizes}) != 1 or not self.aspect_ratios:
+            raise ValueError("every level needs the same number of sizes and >= 1 aspect ratio.")
+        if min(self.strides) <= 0 or min(min(s) for s in self.sizes) <= 0:
+            raise ValueError(f"strides and sizes must be positive: {self}.")
+
+    @classmethod
+    def for_object_sizes(
+        cls,
+        min_size: float = 16,
+        max_size: float = 128,
+        *,
+        scales_per_octave: int = 3,
+        aspect_ratios: Sequence[float] = (1.0,),
+        first_stride: int | None = None,
+    ) -> AnchorSpec:
+        """One level per octave from ``min_size`` up to ``max_size``; strides double from
+        ``first_stride`` (default ``min_size / 2``)."""
+        if not 0 < min_size <= max_size or scales_per_octave < 1:
+            raise ValueError(f"need 0 < min_size <= max_size, got {min_size}, {max_size}.")
+        levels = math.ceil(math.log2(max_size / min_size) - 1e-9) + 1
+        first = first_stride or max(1, round(min_size / 2))
+        return cls(
+            strides=tuple(first * 2**lv for lv in range(levels)),
+            sizes=tuple(
+                tuple(
+                    round(min_size * 2 ** (lv + k / scales_per_octave), 2)
+                    for k in range(scales_per_octave)
+                )
+                for lv in range(levels)
+            ),
+            aspect_ratios=tuple(float(a) for a in aspect_ratios),
+        )
+
+    @property
+    def per_location(self) -> int:
+        """Boxes per feature-map cell."""
+        return len(self.sizes[0]) * len(self.aspect_ratios)
+
+    def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """``(rows, cols)`` of each level's feature map for an ``height x width`` input."""
+        return [(math.ceil(height / s), math.ceil(width / s)) for s in self.strides]
+
+    def boxes(self, height: int, width: int) -> np.ndarray:
+        """``(anchors, 4)`` relative ``xyxy`` boxes, in the model's order (level, row, col, box)."""
+        out = []
+        for stride, sizes, (rows, cols) in zip(
+            self.strides, self.sizes, self.feature_sizes(height, width), strict=True
+        ):
+            wh = np.array(
+                [(s * math.sqrt(a), s / math.sqrt(a)) for s in sizes for a in self.aspect_ratios],
+                np.float32,
+            )
+            cy, cx = np.meshgrid(
+                (np.arange(rows) + 0.5) * stride, (np.arange(cols) + 0.5) * stride, indexing="ij"
+            )
+            c = np.stack([cx, cy], -1).reshape(-1, 1, 2)
+            out.append(np.concatenate([c - wh / 2, c + wh / 2], -1).reshape(-1, 4))
+        return (np.concatenate(out) / np.array([width, height] * 2, np.float32)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {
+            "strides": list(self.strides),
+            "sizes": [list(s) for s in self.sizes],
+            "aspect_ratios": list(self.aspect_ratios),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AnchorSpec:
+        return cls(
+            tuple(int(s) for s in d["strides"]),
+            tuple(tuple(float(v) for v in s) for s in d["sizes"]),
+            tuple(float(a) for a in d["aspect_ratios"]),
+        )
 
 
-def default_boxes(
-    feature_sizes: Sequence[int],
-    *,
-    min_scale: float = 0.05,
-    max_scale: float = 0.6,
-    aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
-) -> np.ndarray:
-    """Returns the ``(num_anchors, 4)`` SSD default boxes as relative ``xyxy`` (float32).
-
-    The order matches :func:`afp_tf.models.ssd.build_ssd`: level by level, row-major cells, the
-    aspect-ratio boxes then the extra square box per cell.
-    """
-    if not 0 < min_scale <= max_scale:
-        raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}.")
-    m = len(feature_sizes)
-    scales = [min_scale + (max_scale - min_scale) * k / max(m - 1, 1) for k in range(m)]
-    scales.append(min(1.0, scales[-1] * 1.1 if m == 1 else scales[-1] + scales[1] - scales[0]))
-    out = []
-    for k, f in enumerate(feature_sizes):
-        shapes = [(scales[k] * math.sqrt(a), scales[k] / math.sqrt(a)) for a in aspect_ratios]
-        extra = math.sqrt(scales[k] * scales[k + 1])
-        shapes.append((extra, extra))
-        centres = (np.arange(f, dtype=np.float32) + 0.5) / f
-        cy, cx = np.meshgrid(centres, centres, indexing="ij")
-        wh = np.array(shapes, np.float32)  # (k, 2)
-        c = np.stack([cx, cy], -1).reshape(-1, 1, 2)  # (cells, 1, 2)
-        out.append(np.concatenate([c - wh / 2, c + wh / 2], -1).reshape(-1, 4))
-    return np.concatenate(out).astype(np.float32)
+def resolve(anchors, height: int, width: int) -> np.ndarray:
+    """The relative boxes for an input size: from an :class:`AnchorSpec`, or a fixed array."""
+    if isinstance(anchors, AnchorSpec):
+        return anchors.boxes(height, width)
+    return np.asarray(anchors, np.float32)
 
 
 def _centre(boxes):

@@ -9,7 +9,6 @@ Matching runs inside the loss (in the compiled step) with keras-cv's ``BoxMatche
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras_cv import bounding_box
 from keras_cv.layers import BoxMatcher
@@ -64,10 +63,13 @@ class SSDLoss(keras.losses.Loss):
     contribute their ``neg_pos_ratio`` hardest negatives (as if they had one positive).
 
     Args:
-      anchors: ``(A, 4)`` relative ``xyxy`` default boxes of the model.
+      anchors: the model's default boxes: an :class:`~afp_tf.detection.anchors.AnchorSpec`
+        (kept as ``self.anchors`` for evaluation and export at other input sizes) laid out for
+        ``image_size``, or a fixed ``(A, 4)`` relative ``xyxy`` array.
       num_classes: object classes without background.
       neg_pos_ratio: hard negatives per positive (3 in the paper).
       iou_threshold: matching IoU.
+      image_size: ``(height, width)`` of the training inputs (needed with an ``AnchorSpec``).
     """
 
     def __init__(
@@ -76,24 +78,31 @@ class SSDLoss(keras.losses.Loss):
         num_classes: int,
         neg_pos_ratio: float = 3.0,
         iou_threshold: float = 0.5,
+        image_size: tuple[int, int] | None = None,
         name: str = "ssd_loss",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        self.anchors = np.asarray(anchors, np.float32)
+        if isinstance(anchors, dict):
+            anchors = anchors_lib.AnchorSpec.from_dict(anchors)
+        if isinstance(anchors, anchors_lib.AnchorSpec) and image_size is None:
+            raise ValueError("SSDLoss with an AnchorSpec needs the training image_size.")
+        self.anchors = anchors
+        self.image_size = None if image_size is None else tuple(int(v) for v in image_size)
+        self.boxes = anchors_lib.resolve(anchors, *(self.image_size or (0, 0)))
         self.num_classes = int(num_classes)
         self.neg_pos_ratio = float(neg_pos_ratio)
         self.iou_threshold = float(iou_threshold)
 
     def call(self, y_true, y_pred):
         y_pred = tf.cast(y_pred, tf.float32)
-        if y_pred.shape[-1] != 5 + self.num_classes or y_pred.shape[1] != len(self.anchors):
+        if y_pred.shape[-1] != 5 + self.num_classes or y_pred.shape[1] != len(self.boxes):
             raise ValueError(
-                f"SSDLoss expects predictions (batch, {len(self.anchors)}, "
+                f"SSDLoss expects predictions (batch, {len(self.boxes)}, "
                 f"{5 + self.num_classes}), got {y_pred.shape}; anchors or num_classes do not "
                 "match the model."
             )
-        anchors = tf.constant(self.anchors)
+        anchors = tf.constant(self.boxes)
         boxes, classes = match_anchors(anchors, tf.cast(y_true, tf.float32), self.iou_threshold)
         positive = classes > 0
         pos_f = tf.cast(positive, tf.float32)
@@ -116,7 +125,12 @@ class SSDLoss(keras.losses.Loss):
     def get_config(self):
         return {
             **super().get_config(),
-            "anchors": self.anchors.tolist(),
+            "anchors": (
+                self.anchors.to_dict()
+                if isinstance(self.anchors, anchors_lib.AnchorSpec)
+                else self.boxes.tolist()
+            ),
+            "image_size": self.image_size,
             "num_classes": self.num_classes,
             "neg_pos_ratio": self.neg_pos_ratio,
             "iou_threshold": self.iou_threshold,

@@ -15,7 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from afp_tf.detection import anchors as anchors_lib
 from afp_tf.detection.decode import decode_predictions
+from afp_tf.models.ssd import at_input_size
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -120,12 +122,21 @@ class MeanAveragePrecision:
 
 
 def evaluate_detector(
-    model: keras.Model, dataset: tf.data.Dataset, anchors: np.ndarray, **decode_kwargs
+    model: keras.Model, dataset: tf.data.Dataset, anchors, **decode_kwargs
 ) -> dict[str, float]:
-    """Runs ``model`` over ``(image, packed targets)`` batches and returns the mAP dict."""
+    """Runs ``model`` over ``(image, packed targets)`` batches and returns the mAP dict.
+
+    ``anchors``: an ``AnchorSpec`` or fixed boxes. A fully convolutional detector trained on
+    crops is re-inputted to the dataset's image size (full frames) first.
+    """
+    height, width = dataset.element_spec[0].shape[1:3]
+    if height is not None and width is not None:
+        model = at_input_size(model, height, width)
+        anchors = anchors_lib.resolve(anchors, height, width)
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     metric = MeanAveragePrecision()
     for images, y_true in dataset:
-        detections = decode_predictions(model(images, training=False), anchors, **decode_kwargs)
+        detections = decode_predictions(predict(images), anchors, **decode_kwargs)
         metric.update_batch(y_true, detections)
     result = metric.result()
     if np.isnan(result["map"]):

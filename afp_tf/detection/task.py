@@ -1,23 +1,24 @@
 """The detection task of a run: GTSDB data, an SSD builder, the SSD loss and mAP evaluation.
 
 Config keys beyond the base config (read with defaults when absent): ``model.backbone``
-(``mobilenet`` | ``vgg16``), ``model.head_depth`` (1), ``model.min_scale`` (0.05),
-``model.max_scale`` (0.6), and the ``data`` keys of :mod:`afp_tf.data.gtsdb`. The decision
-metric is ``map50`` (mAP@0.5 on the validation split); ``map`` is COCO mAP@[.5:.95].
+(``mobilenet`` | ``vgg16``), ``model.head_depth`` (1), the default-box range
+``model.min_size`` / ``model.max_size`` in pixels (16 / 128: GTSDB's sign sizes) with
+``model.scales_per_octave`` (3), and the ``data`` keys of :mod:`afp_tf.data.gtsdb`. The model
+trains on native-resolution crops and is evaluated on full frames. The decision metric is
+``map50`` (mAP@0.5 on the validation split); ``map`` is COCO mAP@[.5:.95].
 """
 
 from __future__ import annotations
 
 import functools
 
-from afp_tf import tasks
 from afp_tf.data.gtsdb import load_gtsdb
-from afp_tf.detection.anchors import default_boxes
+from afp_tf.detection.anchors import AnchorSpec
 from afp_tf.detection.export import export_detector
 from afp_tf.detection.loss import SSDLoss
 from afp_tf.detection.metrics import evaluate_detector
-from afp_tf.models.ssd import build_ssd, feature_sizes
-from afp_tf.pruner import Task
+from afp_tf.models.ssd import build_ssd
+from afp_tf.task import Task, TaskData
 
 
 def _get(section, key, default):
@@ -25,16 +26,17 @@ def _get(section, key, default):
     return default if value is None else value
 
 
-def load(cfg) -> tasks.TaskData:
-    """Returns the datasets, SSD builder and task (loss, ``map50`` evaluation) of ``cfg``."""
+def load(cfg) -> TaskData:
+    """The datasets, SSD builder and task (loss, ``map50`` evaluation, export) of ``cfg``."""
     if cfg.model.name != "ssd":
         raise ValueError(f"task=detection needs model.name='ssd', got {cfg.model.name!r}.")
     data = load_gtsdb(cfg)
     backbone = _get(cfg.model, "backbone", "mobilenet")
-    anchors = default_boxes(
-        feature_sizes(data.input_shape[0]),
-        min_scale=float(_get(cfg.model, "min_scale", 0.05)),
-        max_scale=float(_get(cfg.model, "max_scale", 0.6)),
+    anchors = AnchorSpec.for_object_sizes(
+        float(_get(cfg.model, "min_size", 16)),
+        float(_get(cfg.model, "max_size", 128)),
+        scales_per_octave=int(_get(cfg.model, "scales_per_octave", 3)),
+        first_stride=8,  # the SSD's first feature map
     )
 
     def build_model():
@@ -43,15 +45,17 @@ def load(cfg) -> tasks.TaskData:
             data.num_classes,
             backbone,
             width=float(cfg.model.width),
+            anchors_per_location=anchors.per_location,
+            num_levels=len(anchors.strides),
             head_depth=int(_get(cfg.model, "head_depth", 1)),
         )
 
-    return tasks.TaskData(
+    return TaskData(
         task=Task(
-            loss=SSDLoss(anchors, data.num_classes),
+            loss=SSDLoss(anchors, data.num_classes, image_size=data.input_shape[:2]),
             metrics=list,
             metric_name="map50",
-            evaluate=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
+            evaluator=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
             exporter=functools.partial(export_detector, anchors=anchors),
         ),
         train=data.train,
@@ -61,6 +65,7 @@ def load(cfg) -> tasks.TaskData:
         sample=data.sample,
         description=(
             f"{data.source}: {data.num_train} train / {data.num_val} val / {data.num_test} test, "
-            f"{data.num_classes} classes, input {data.input_shape[0]}"
+            f"{data.num_classes} classes, {data.input_shape[0]} px crops for training, "
+            f"{data.frame_shape[1]}x{data.frame_shape[0]} frames for evaluation"
         ),
     )

@@ -12,6 +12,11 @@ layers and head towers are ordinary prunable conv groups. Decoding and NMS live 
 model (:func:`afp_tf.detection.decode.decode_predictions`); exported artifacts may carry them
 (:mod:`afp_tf.detection.export`).
 
+The network is fully convolutional: it trains on crops at the signs' native resolution and
+runs on full frames (:func:`at_input_size` re-inputs a trained or pruned model); its default
+boxes are pixel-sized (:class:`afp_tf.detection.anchors.AnchorSpec`), laid out for whatever
+input it gets.
+
 Differences from the paper: BatchNormalization after every conv (trains from scratch on small
 data), no L2Normalization on conv4_3, and fc6/fc7 are a dilated 3x3 and a 1x1 conv of
 ``1024 * width`` channels.
@@ -23,20 +28,26 @@ import math
 
 import keras
 
-from afp_tf.detection.anchors import DEFAULT_ASPECT_RATIOS, anchors_per_location
-
 BACKBONES = ("vgg16", "mobilenet")
 # Faster than Keras' 0.99 so inference statistics settle within the few hundred steps of a
 # small-data run (with 0.99 the eval-mode loss stayed 3x the train-mode loss after 60 steps).
 _BN_MOMENTUM = 0.9
 
 
-def feature_sizes(input_size: int, num_levels: int | None = None) -> list[int]:
-    """Spatial sizes of the SSD feature maps for a square input (strides 8, 16, then halving)."""
-    sizes = [math.ceil(input_size / 8), math.ceil(input_size / 16)]
-    while sizes[-1] > 1 and (num_levels is None or len(sizes) < num_levels):
-        sizes.append(math.ceil(sizes[-1] / 2))
-    return sizes[:num_levels] if num_levels else sizes
+def feature_sizes(height: int, width: int, num_levels: int) -> list[tuple[int, int]]:
+    """``(rows, cols)`` of the SSD feature maps (strides 8, 16, 32, ...) for an input size."""
+    return [(math.ceil(height / 2**k), math.ceil(width / 2**k)) for k in range(3, 3 + num_levels)]
+
+
+def at_input_size(model: keras.Model, height: int, width: int) -> keras.Model:
+    """The same (fully convolutional) detector, weights shared by value, for another input size."""
+    if tuple(model.input_shape[1:3]) == (height, width):
+        return model
+    clone = keras.models.clone_model(
+        model, input_tensors=keras.Input((height, width, model.input_shape[-1]), name="image")
+    )
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def _conv(x, filters, kernel, name, strides=1, dilation=1):
@@ -95,20 +106,21 @@ def build_ssd(
     backbone: str = "mobilenet",
     width: float = 1.0,
     *,
-    aspect_ratios: tuple[float, ...] = DEFAULT_ASPECT_RATIOS,
-    num_levels: int | None = None,
+    anchors_per_location: int = 3,
+    num_levels: int = 4,
     head_depth: int = 1,
     name: str = "ssd",
 ) -> keras.Model:
     """Builds an SSD detector.
 
     Args:
-      input_shape: ``(size, size, channels)``; square inputs (300, 512, or small for CPU).
+      input_shape: ``(height, width, channels)``: the training-crop size (see
+        :func:`at_input_size` for inference on full frames).
       num_classes: object classes, without background.
       backbone: ``"vgg16"`` (the paper's) or ``"mobilenet"`` (MobileNet-v1 style).
       width: channel multiplier of backbone, extra layers and towers.
-      aspect_ratios: box aspect ratios per location (plus one extra square scale).
-      num_levels: number of feature maps (default: down to 1x1).
+      anchors_per_location: default boxes per cell (``AnchorSpec.per_location``).
+      num_levels: number of feature maps (strides 8, 16, 32, ...; ``len(AnchorSpec.strides)``).
       head_depth: head-tower convs per scale before the predictors (prunable).
       name: model name.
 
@@ -117,11 +129,14 @@ def build_ssd(
     """
     if backbone not in BACKBONES:
         raise ValueError(f"backbone={backbone!r} is not one of {', '.join(BACKBONES)}.")
-    if len(input_shape) != 3 or input_shape[0] != input_shape[1] or input_shape[0] < 32:
-        raise ValueError(f"SSD needs a square input of at least 32x32, got {input_shape}.")
-    if num_classes < 1 or width <= 0:
-        raise ValueError(f"num_classes must be >= 1 and width > 0, got {num_classes}, {width}.")
-    sizes = feature_sizes(input_shape[0], num_levels)
+    if len(input_shape) != 3 or min(input_shape[:2]) < 32:
+        raise ValueError(f"SSD needs an input of at least 32x32, got {input_shape}.")
+    if num_classes < 1 or width <= 0 or num_levels < 1 or anchors_per_location < 1:
+        raise ValueError(
+            f"need num_classes >= 1, width > 0, num_levels >= 1 and anchors_per_location >= 1, "
+            f"got {num_classes}, {width}, {num_levels}, {anchors_per_location}."
+        )
+    sizes = feature_sizes(input_shape[0], input_shape[1], num_levels)
     inputs = keras.Input(input_shape, name="image")
     feats = (_vgg16 if backbone == "vgg16" else _mobilenet)(inputs, width)[: len(sizes)]
     x = feats[-1]
@@ -130,11 +145,11 @@ def build_ssd(
         x = _conv(x, filters // 2, 1, f"extra{level}_1")
         x = _conv(x, filters, 3, f"extra{level}_2", strides=2)
         feats.append(x)
-    k = anchors_per_location(aspect_ratios)
+    k = anchors_per_location
     boxes, classes = [], []
     for level, feat in enumerate(feats):
-        if feat.shape[1] != sizes[level]:
-            raise AssertionError(f"level {level}: size {feat.shape[1]} != {sizes[level]}")
+        if tuple(feat.shape[1:3]) != sizes[level]:
+            raise AssertionError(f"level {level}: size {feat.shape[1:3]} != {sizes[level]}")
         tower = feat
         for d in range(head_depth):
             tower = _conv(tower, feat.shape[-1], 3, f"head{level}_tower{d}")

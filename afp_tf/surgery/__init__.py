@@ -10,6 +10,7 @@ Public API:
   :func:`filter_weights`, :func:`get_layer`.
 * :func:`register_rule` (with :class:`Rule`, :class:`Keep`, :class:`Boundary`) for new layers.
 * :class:`SurgeryError` for every problem of the caller's model or request.
+* :mod:`afp_tf.surgery.golden`: the exactness reference (``golden_error``).
 
 Functional and Sequential models are walked node by node, nested models and composite
 layers (subclassed layers whose ``call`` traces on symbolic tensors) included. Layers are

@@ -61,13 +61,26 @@ class NormalizationRule(PerChannelRule):
         rank = len(ctx.input_shapes[0])
         if [a % rank for a in axis if a is not None] != [rank - 1]:
             raise Boundary(f"it normalises over axes {layer.axis}, not the channel axis alone")
-        if getattr(layer, "input_mean", None) is not None:
-            raise Boundary("its mean and variance are fixed in its config")
         return [inputs[0]]
 
     def rebuild(self, layer, config, weights, keep):
-        # mean and variance have the channel last; the sample count is a scalar.
+        # mean and variance (weights, or fixed in the config) have the channel last.
+        for key in ("mean", "variance"):
+            if config.get(key) is not None and np.size(config[key]) > 1:
+                config = {**config, key: take(np.asarray(config[key]), keep.inputs[0], -1)}
         return config, [w if w.ndim == 0 else take(w, keep.inputs[0], -1) for w in weights]
+
+
+class ChannelNormRule(Rule):
+    """Normalisations whose statistics run over the channel axis: removing one channel
+    changes every other channel's output."""
+
+    def propagate(self, layer, inputs, ctx):
+        axis = getattr(layer, "axis", -1)
+        axes = axis if isinstance(axis, (list, tuple)) else [axis]
+        if any(a % len(ctx.input_shapes[0]) == len(ctx.input_shapes[0]) - 1 for a in axes):
+            raise Boundary("it normalises over the channel axis, so every channel depends on all")
+        raise Boundary(f"it normalises over axes {axis} (no rule for that case)")
 
 
 class MergeRule(IdentityRule):
@@ -275,6 +288,10 @@ register_many([L.Activation], ActivationRule())
 register_many([L.Rescaling], RescalingRule())
 register_many([L.BatchNormalization, L.PReLU], PerChannelRule())
 register_many([L.Normalization], NormalizationRule())
+register_many(
+    [L.LayerNormalization, L.GroupNormalization, L.UnitNormalization, L.RMSNormalization],
+    ChannelNormRule(),
+)
 register_many([L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum], MergeRule())
 register_many([L.Concatenate], ConcatenateRule())
 register_many([L.Flatten], FlattenRule())

@@ -48,9 +48,11 @@ class Walk:
         self.input_shapes: list[tuple] = []
         self.output_shapes: list[tuple] = []
         self.node = None  # the layer call being propagated
+        self.produced = False  # whether that call asked for a channel space
 
     # -- Context --
     def new_space(self, size: int, output: int = 0) -> Labels:
+        self.produced = True
         key = (self.path, output)
         if key not in self.space_labels:
             self.space_labels[key] = self._space(
@@ -180,11 +182,11 @@ class Walk:
             why = "no surgery rule is registered for its class (see afp_tf.surgery.register_rule)"
         else:
             saved = self._state()
-            count = self.count
+            self.produced = False
             try:
                 outputs = rule.propagate(op, inputs, self)
                 _check_counts(outputs, self.output_shapes)
-                if self.count > count:  # it produced channels: it consumes its inputs
+                if self.produced:  # it makes channels of its own: it consumes its inputs
                     self.consumed.extend((self.path, x) for x in inputs if x is not None)
                 return outputs
             except Boundary as err:
