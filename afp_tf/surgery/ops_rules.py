@@ -55,7 +55,13 @@ class SplitRule(Rule):
     def rebuild_op(self, op, keep, input_shapes):
         if not _channel_axis(op.axis, len(input_shapes[0])):
             return op
-        sizes = [len(k) for k in keep.outputs]
+        channels = input_shapes[0][-1]
+        split = op.indices_or_sections
+        if isinstance(split, int):
+            before = [channels // split] * split
+        else:
+            before = np.diff([0, *split, channels]).tolist()
+        sizes = [n if k is None else len(k) for n, k in zip(before, keep.outputs, strict=True)]
         return functools.partial(
             keras.ops.split, indices_or_sections=np.cumsum(sizes)[:-1].tolist(), axis=op.axis
         )
