@@ -33,6 +33,8 @@ import difflib
 import math
 from typing import Any
 
+from absl import logging
+
 RULES = ("adaptive", "scale_free", "linear", "fixed")
 OUTCOMES = ("accepted", "failed", "no candidates", "non-finite")
 STOP_REASONS = (
@@ -112,10 +114,17 @@ class PruningRateController:
             )
         else:
             _check(
-                0 < tolerance < baseline,
-                f"An absolute tolerance must be > 0 and < the baseline metric {baseline}, got "
-                f"{tolerance}. For a fraction of the baseline set relative=True.",
+                tolerance > 0,
+                f"An absolute tolerance must be > 0, got {tolerance}. For a fraction of the "
+                "baseline set relative=True.",
             )
+            if tolerance >= baseline:  # e.g. a smoke run of a barely trained detector
+                logging.warning(
+                    "Tolerance %.4g is not below the baseline metric %.4g: every round meets "
+                    "the floor, so pruning stops only at the round budget or MACs target.",
+                    tolerance,
+                    baseline,
+                )
         if rule not in RULES:
             hint = difflib.get_close_matches(str(rule), RULES, n=1)
             raise ValueError(

@@ -26,6 +26,13 @@ def test_floor_relative_is_fraction_of_baseline():
     assert c.budget == pytest.approx(0.04)
 
 
+def test_floor_tolerance_above_zero_baseline_accepts_any_finite_metric():
+    c = _ctrl(baseline=0.0, tolerance=0.9)  # a barely trained detector's smoke run
+    assert c.floor == pytest.approx(-0.9)
+    assert c.meets_floor(0.0)
+    assert not c.meets_floor(math.nan)
+
+
 @pytest.mark.parametrize(
     "metric, remaining, quantile, strength",
     [
@@ -262,7 +269,6 @@ def test_from_dict_unknown_key_raises():
     [
         (dict(tolerance=0.0), "absolute tolerance"),
         (dict(tolerance=-0.1), "absolute tolerance"),
-        (dict(tolerance=0.95), "absolute tolerance"),
         (dict(tolerance=1.0, relative=True), "relative tolerance"),
         (dict(tolerance=0.0, relative=True), "relative tolerance"),
         (dict(p_max=0.0), "p_max"),
