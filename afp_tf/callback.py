@@ -32,19 +32,19 @@ _SELECTION = (
 
 
 class _FilterPenalty(keras.regularizers.Regularizer):
-    """λ·Σ_f mask[f]·‖w_f‖₁ + β·orth(w) (+ the variable's own regularizer) for one kernel.
+    """One kernel's share of the callback's ``TargetedL1Penalty``, plus ``β·orth(w)`` and the
+    variable's own regularizer.
 
-    λ and the mask are variables, so changing them does not retrace the compiled train step. Not
-    serialisable: the callback gives the variable its own regularizer back after ``fit``.
+    The penalty's λ and masks are variables, so changing them does not retrace the compiled train
+    step. Not serialisable: the callback gives the variable its own regularizer back after ``fit``.
     """
 
-    def __init__(self, strength: tf.Variable, mask: tf.Variable, axis: int, beta: float, base):
-        self.strength, self.mask, self.axis, self.beta, self.base = strength, mask, axis, beta, base
+    def __init__(self, penalty, group: str, axis: int, beta: float, base):
+        self.penalty, self.group, self.axis, self.beta, self.base = penalty, group, axis, beta, base
 
     def __call__(self, x):
-        axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
-        l1 = tf.reduce_sum(tf.abs(x), axis=axes)
-        penalty = self.strength * tf.reduce_sum(self.mask * l1)
+        strength = tf.convert_to_tensor(self.penalty.strength)
+        penalty = strength * self.penalty.term(x, self.group, self.axis)
         if self.beta:
             penalty += self.beta * regularizers.orthogonality_penalty(x, filter_axis=self.axis)
         if self.base is not None:
@@ -108,18 +108,12 @@ class AFPCallback(keras.callbacks.Callback):
         self._weights = {g.name: surgery.filter_weights(self.model, g) for g in groups}
         self._filters = sum(g.size for g in groups)
         self.controller, self._last = None, None
-        self._strength = tf.Variable(0.0, trainable=False, name="afp_strength")
-        self._masks = {
-            g.name: tf.Variable(tf.zeros([g.size]), trainable=False, name=f"afp_mask_{i}")
-            for i, g in enumerate(groups)
-        }
+        self._penalty = regularizers.TargetedL1Penalty(self._weights)
         self.candidates, self.removal, self.pruned_model = {}, {}, None
         for name, pairs in self._weights.items():
             for var, axis in pairs:
                 base = var.regularizer
-                var.regularizer = _FilterPenalty(
-                    self._strength, self._masks[name], axis, self.orth_beta, base
-                )
+                var.regularizer = _FilterPenalty(self._penalty, name, axis, self.orth_beta, base)
                 self._attached.append((var, base))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -155,12 +149,8 @@ class AFPCallback(keras.callbacks.Callback):
                 round_to=opts.round_to,
                 max_fraction=opts.max_group_fraction,
             )
-        self._strength.assign(plan.strength)
-        for name, mask in self._masks.items():
-            values = [0.0] * mask.shape[0]
-            for i in self.candidates.get(name, []):
-                values[i] = 1.0
-            mask.assign(values)
+        self._penalty.set_strength(plan.strength)
+        self._penalty.set_candidates(self.candidates)
         count = sum(map(len, self.candidates.values()))
         self.history.append(
             {

@@ -219,14 +219,18 @@ class TargetedL1Penalty:
         self.strength.assign(0.0)
 
     def __call__(self) -> tf.Tensor:
-        terms = []
-        for name, pairs in self.weights.items():
-            mask = tf.convert_to_tensor(self.masks[name])
-            for var, axis in pairs:
-                x = tf.abs(tf.cast(tf.convert_to_tensor(var), tf.float32))
-                rank = x.shape.rank
-                others = [i for i in range(rank) if i != axis % rank]
-                terms.append(tf.tensordot(tf.reduce_sum(x, axis=others), mask, axes=1))
+        terms = [
+            self.term(var, name, axis)
+            for name, pairs in self.weights.items()
+            for var, axis in pairs
+        ]
         if not terms:
             return tf.constant(0.0)
         return tf.convert_to_tensor(self.strength) * tf.add_n(terms)
+
+    def term(self, x, group: str, axis: int) -> tf.Tensor:
+        """``Σ_f mask[f] · ||x[..., f, ...]||_1`` for one producer ``x`` of ``group`` (no ``λ``)."""
+        l1 = tf.abs(tf.cast(tf.convert_to_tensor(x), tf.float32))
+        rank = l1.shape.rank
+        l1 = tf.reduce_sum(l1, axis=[i for i in range(rank) if i != axis % rank])
+        return tf.tensordot(l1, tf.convert_to_tensor(self.masks[group]), axes=1)
