@@ -44,7 +44,7 @@ def test_apply_overrides_types_follow_defaults():
     assert cfg.train.baseline_epochs == 3
     assert cfg.prune.relative is True
     assert cfg.data.name == "mnist"
-    assert isinstance(cfg.prune.lambda_max, float)
+    assert type(cfg.prune.lambda_max) is float and cfg.prune.lambda_max == 1.0  # "1" parsed
 
 
 def test_apply_overrides_misspelt_key_suggests():
