@@ -14,10 +14,7 @@ from pathlib import Path
 import ml_collections
 
 from afp_tf import export_checks, resources
-from afp_tf.distribute import STRATEGY_KINDS
 from afp_tf.options import PruneOptions
-from afp_tf.precision import PRECISIONS
-from afp_tf.training import OPTIMIZERS
 
 DEFAULT_CONFIG = "lenet5_fashion_mnist"
 
@@ -198,6 +195,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     """
     missing = [k for k in base_config().keys() if k not in cfg]  # noqa: SIM118
     _check(not missing, f"Config is missing sections {missing}; start it from base_config().")
+    # The choice lists live with TensorFlow code, imported only once a config is validated, so
+    # that main.py can route TensorFlow's native logs before TensorFlow is first imported.
+    from afp_tf.distribute import STRATEGY_KINDS  # noqa: PLC0415
+
     _check_choice("train.strategy", cfg.train.strategy, STRATEGY_KINDS)
     prune_options(cfg)
     _check(0 <= cfg.data.accept_fraction < 1, "data.accept_fraction must be in [0, 1).")
@@ -234,6 +235,9 @@ def prune_options(cfg: ml_collections.ConfigDict) -> PruneOptions:
 
 
 def _validate_train(t: ml_collections.ConfigDict) -> None:
+    from afp_tf.precision import PRECISIONS  # noqa: PLC0415 - see validate()
+    from afp_tf.training import OPTIMIZERS  # noqa: PLC0415
+
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
     _check_choice("train.mixed_precision", t.mixed_precision, PRECISIONS)
     _check(t.learning_rate > 0, "train.learning_rate must be > 0.")

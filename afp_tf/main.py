@@ -53,12 +53,6 @@ def _parse(argv: list[str]) -> list[str]:
 def _main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        cfg = config_lib.load_config(_CONFIG.value)
-        config_lib.apply_overrides(cfg, getattr(_parse, "overrides", []))
-    except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     name = os.path.splitext(os.path.basename(_CONFIG.value.partition(":")[0]))[0]
     workdir = _WORKDIR.value or os.path.join("runs", name)
     try:
@@ -70,6 +64,12 @@ def _main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        cfg = config_lib.load_config(_CONFIG.value)
+        config_lib.apply_overrides(cfg, getattr(_parse, "overrides", []))
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     # TensorFlow is imported from here on, after the console is set up.
     from afp_tf import pipeline, report  # noqa: PLC0415
     from afp_tf.data import DatasetError  # noqa: PLC0415

@@ -31,14 +31,14 @@ def _orthogonal_regularizer():
 
 
 def _ssd_loss():
-    from afp_tf.detection.anchors import default_boxes
+    from afp_tf.detection.anchors import AnchorSpec
     from afp_tf.detection.loss import SSDLoss
 
-    anchors = default_boxes([4, 2], min_scale=0.1, max_scale=0.6)
+    spec = AnchorSpec.for_object_sizes(8, 32)
     args = {"num_classes": 3, "neg_pos_ratio": 2.0, "iou_threshold": 0.4, "name": "ssd"}
-    loss = SSDLoss(anchors, **args)
+    loss = SSDLoss(spec, image_size=(32, 32), **args)
     rng = np.random.default_rng(1)
-    y_pred = tf.constant(rng.normal(size=(2, len(anchors), 8)), tf.float32)
+    y_pred = tf.constant(rng.normal(size=(2, len(loss.boxes), 8)), tf.float32)
     y_true = tf.constant([[[0.1, 0.1, 0.5, 0.6, 2]], [[0.0, 0.0, 0.0, 0.0, -1]]], tf.float32)
     return loss, lambda lo: lo(y_true, y_pred).numpy(), args
 

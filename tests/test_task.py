@@ -66,5 +66,8 @@ def test_load_task_detection_exporter_carries_the_loss_anchors(tmp_path):
     task = tasks.load_task(cfg).task
     assert task.metric_name == "map50"
     anchors = task.exporter.keywords["anchors"]
-    np.testing.assert_array_equal(anchors, task.loss.anchors)
-    assert anchors.shape[1] == 4 and len(anchors) > 100
+    assert anchors.to_dict() == task.loss.anchors.to_dict()
+    boxes = anchors.boxes(64, 64)
+    assert boxes.shape[1] == 4 and len(boxes) == anchors.per_location * sum(
+        h * w for h, w in anchors.feature_sizes(64, 64)
+    )
