@@ -44,7 +44,13 @@ def make_strategy(kind: str, *, devices: Sequence[str] | None = None) -> tf.dist
         if devices is None:
             gpus = tf.config.list_logical_devices("GPU")
             devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=list(devices))
+        devices = list(devices)
+        # TF's default for CPU-only replicas, RING collectives, intermittently pairs different
+        # variables' all-reduces across replicas ("Shape mismatch in the collective instance");
+        # reducing on one device is exact and costs nothing on a single machine's CPUs.
+        cpu_only = all("gpu" not in d.lower() for d in devices)
+        cross = tf.distribute.ReductionToOneDevice() if cpu_only else None
+        return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross)
     _check_tf_config()
     try:
         return tf.distribute.MultiWorkerMirroredStrategy(

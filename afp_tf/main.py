@@ -11,6 +11,7 @@ library's log as well, and the full log is always in ``WORKDIR/afp_tf.log``.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from absl import app, flags, logging
@@ -55,6 +56,7 @@ def _main(argv: list[str]) -> int:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     name = os.path.splitext(os.path.basename(_CONFIG.value.partition(":")[0]))[0]
     workdir = _WORKDIR.value or os.path.join("runs", name)
+    fresh = not os.path.exists(workdir)
     try:
         log = console.setup(workdir, flags.FLAGS.verbosity)
     except OSError as e:
@@ -69,6 +71,8 @@ def _main(argv: list[str]) -> int:
         config_lib.apply_overrides(cfg, getattr(_parse, "overrides", []))
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        if fresh:  # a misspelt key leaves no run directory behind
+            shutil.rmtree(workdir, ignore_errors=True)
         return 2
     # TensorFlow is imported from here on, after the console is set up.
     from afp_tf import pipeline, report  # noqa: PLC0415

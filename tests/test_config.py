@@ -1,6 +1,8 @@
 """Config loading, overrides and validation."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -141,3 +143,13 @@ def test_apply_overrides_bad_export_key_raises(override, message):
     cfg = config_lib.base_config()
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.apply_overrides(cfg, [override])
+
+
+def test_main_misspelt_key_exits_2_and_leaves_no_workdir(tmp_path):
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "afp_tf.main", "--config", "lenet5_fashion_mnist:quick"]
+    cmd += ["--workdir", str(workdir), "--config.prune.tolerence=0.02"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Did you mean 'prune.tolerance'" in proc.stderr
+    assert not workdir.exists()

@@ -24,7 +24,9 @@ def test_make_strategy_default_is_single_replica():
 
 
 def test_make_strategy_mirrored_uses_both_logical_cpus():
-    assert distribute.make_strategy("mirrored").num_replicas_in_sync == 2
+    strategy = distribute.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    assert isinstance(strategy.extended._cross_device_ops, tf.distribute.ReductionToOneDevice)
 
 
 def test_make_strategy_unknown_kind_suggests_closest():
