@@ -247,7 +247,8 @@ def _validate_train(t: ml_collections.ConfigDict) -> None:
     _check_choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine"))
     _check(
         t.warmup_epochs >= 0 and (t.warmup_epochs == 0 or t.warmup_epochs < t.baseline_epochs),
-        f"train.warmup_epochs={t.warmup_epochs} must be >= 0 and below train.baseline_epochs.",
+        f"train.warmup_epochs={t.warmup_epochs} must be >= 0 and below train.baseline_epochs="
+        f"{t.baseline_epochs}; lower it (0 = no warmup).",
     )
     _check(
         t.warmup_epochs == 0 or t.lr_schedule == "cosine",

@@ -77,6 +77,7 @@ def get_config(arg=None):
         c.data.accept_fraction = 0.0  # decide on val
         c.model.width = 0.25
         c.train.baseline_epochs = 6
+        c.train.warmup_epochs = 0
         c.prune.max_rounds = 1
         c.prune.tolerance = 0.9  # absolute: a barely trained detector's mAP is near 0
         c.prune.recovery_margin = 0.0  # keep a removal that stays above the floor as it is
