@@ -153,9 +153,19 @@ def _seeds(d: dict) -> str:
     if cfg["model"]["width"] != 1.0:
         reduced.insert(0, f"width ×{cfg['model']['width']}")
     reduced.append(f"{cfg['train']['baseline_epochs']} baseline epochs")
+    prune, size = cfg["prune"], cfg["data"].get("image_size")
+    recipe = ""
+    if "max_rounds" in prune:
+        rate = prune["learning_rate"] or cfg["train"]["learning_rate"]
+        recipe = (
+            f"; at most {prune['max_rounds']} rounds, {prune['recovery_epochs']} recovery and "
+            f"{prune['finetune_epochs']} fine-tune epochs at learning rate {rate:g}"
+        )
     out = [
         f"{cfg['model']['name']} on {cfg['data']['name']}"
+        + (f" padded to {size}×{size}" if size else "")
         + (f" (reduced for CPU time: {', '.join(reduced)})" if reduced else "")
+        + recipe
         + f"; acceptance split {cfg['data']['accept_fraction']:g} of the training split, "
         f"margin {cfg['prune']['margin_z']:g} standard error. Mean ± sd over seeds; drop = "
         "baseline − pruned, in points; test is never used for a decision.\n",

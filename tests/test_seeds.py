@@ -107,6 +107,17 @@ def test_readme_renders_mean_sd_and_honesty(tmp_path):
         "summary": seeds.summarize(runs),
     }
     text = readme._seeds(d)
+    d["config_values"]["data"]["image_size"] = 32
+    d["config_values"]["train"]["learning_rate"] = 0.02
+    d["config_values"]["prune"].update(
+        max_rounds=3, recovery_epochs=2, finetune_epochs=1, learning_rate=0.0
+    )
+    recipe = readme._seeds(d)
+    assert recipe.startswith("lenet5 on fashion_mnist padded to 32×32 (reduced for CPU time: ")
+    assert (
+        "15 baseline epochs); at most 3 rounds, 2 recovery and 1 fine-tune epochs at learning "
+        "rate 0.02; acceptance split 0.2" in recipe
+    )
     assert "| 0.01 | afp_tf | 2 | 88.00 ± 0.71 | 1.00 ± 0.71 | 15.00 ± 7.07× |" in text
     assert "- Honesty: 1 of 2 afp_tf seed × ε runs ended with a test drop within ε + 0.3 " in text
     assert "(50%; ≥ 90%: **missed**)" in text
