@@ -32,7 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "lenet5"
-    c.model.width = 1.0  # width multiplier (VGG width, MobileNet alpha); 1.0 = the paper's
+    c.model.width = 1.0  # width multiplier (VGG/ResNet width, MobileNet alpha); 1.0 = the paper's
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "fashion_mnist"

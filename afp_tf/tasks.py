@@ -11,7 +11,7 @@ from afp_tf import export, models
 from afp_tf.task import Task, TaskData
 
 # The width-multiplier keyword of each zoo model that has one.
-_WIDTH_KWARG = {"vgg16": "width", "mobilenet": "alpha"}
+_WIDTH_KWARG = {"vgg16": "width", "resnet56": "width", "resnet110": "width", "mobilenet": "alpha"}
 
 
 def load_task(cfg) -> TaskData:
