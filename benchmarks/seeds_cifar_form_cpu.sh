@@ -1,15 +1,16 @@
 #!/bin/bash
 # The VGG-16 and ResNet-56 (CIFAR form, Fashion-MNIST padded to 32×32) seeds benchmarks as run
-# on the shared 2-core CPU (about 0.6 of a core left for both, ~100 minutes): one process per
-# network, seeds 0,1,2 in turn (afp_tf, then uniform_l1 pruned to afp_tf's MACs with its epoch
-# budget), ε = 0.01, each on its own resumable workdir; each process rewrites
-# benchmarks/results/seeds_<config>.json from every finished run.
+# on the shared 2-core CPU (about 0.6 of a core left for both, ~100 minutes): per seed 0,1,2,
+# afp_tf, then uniform_l1 pruned to afp_tf's MACs with its epoch budget, at ε = 0.01; one
+# resumable workdir per network; every process rewrites benchmarks/results/seeds_<config>.json
+# from every finished run.
 #
 # Reductions from the paper's setting (CIFAR-10, full width, full data, 160+ epochs), chosen from
 # epoch times measured on this machine under its load (steady-state training epoch on 1,000
 # images at batch 64, with the shared CPU loaded by two other training jobs): VGG-16 ×0.125
-# 3.2 s, ×0.25 10.2 s; ResNet-56 ×0.25 7.5 s, ×0.5 32.2 s. Full width (16× and 64× the MACs
-# per image of the widths below) does not fit. In the benchmark itself, under heavier load, a
+# 3.2 s, ×0.25 10.2 s; ResNet-56 ×0.25 7.5 s, ×0.5 32.2 s. Full width does not fit: per 32×32
+# image VGG-16 ×1.0 has 312.3 M MACs vs 4.9 M at ×0.125 (63×), ResNet-56 ×1.0 125.5 M vs 7.9 M
+# at ×0.25 (16×). In the benchmark itself, under heavier load, a
 # VGG-16 ×0.125 epoch on 3,000 images took 12-47 s and a ResNet-56 ×0.25 epoch on 2,000
 # images 68 s, so ResNet-56 was restarted with fewer epochs and rounds. Hence:
 #   - data: Fashion-MNIST padded to 32×32 (one channel) instead of CIFAR-10, no augmentation;
