@@ -135,7 +135,7 @@ def _targets():
 
 def _result(model, runs):
     return {
-        "config_values": {"model": {"name": model}},
+        "config_values": {"model": {"name": model}, "train": {"baseline_epochs": 15}},
         "runs": runs,
         "summary": _seeds().summarize(runs),
     }
@@ -169,8 +169,10 @@ def test_seeds_targets_cifar_form_win_needs_one_point():
 
 
 def test_seeds_targets_without_uniform_run_says_open_and_counts_cost():
-    runs = [_record("afp_tf", 0, 0.89, 50_000), _record("afp_tf", 1, 0.85, 50_000, eps=0.02)]
+    runs = [_record("afp_tf", 0, 0.90, 50_000), _record("afp_tf", 1, 0.85, 50_000, eps=0.02)]
     lines = _targets().lines(_result("resnet56", runs))
     assert lines[0] == "- no uniform_l1 run at ε = 0.01 yet: the +1 point target is open"
     assert "1 of 2 afp_tf seed × ε runs" in lines[1]  # drop 4 points > 2 + 0.3 at ε = 0.02
-    assert "afp_tf 30.0 epochs, 100 s." in lines[2]
+    assert lines[2].startswith("- afp_tf's mean test drop is negative (-1.00 points)")
+    assert "(15 epochs)" in lines[2]
+    assert lines[3].endswith("afp_tf 30.0 epochs, 100 s.")  # no matched method: no budget note
