@@ -133,11 +133,11 @@ def uniform_ratio_for_macs(
     model: keras.Model, macs_target: float, tuner: FineTuner, min_filters: int = 1, steps: int = 24
 ) -> tuple[float, keras.Model, int]:
     """Bisects the per-group ratio; returns ``(ratio, pruned model, MACs)`` closest to target."""
-    weights = _group_weights(model)
+    weights, blocks = _group_weights(model)
     importance = afp.filter_importance(weights, normalize="none")
 
     def build(ratio: float) -> tuple[keras.Model, int]:
-        removal = afp.uniform_selection(importance, ratio, min_filters=min_filters)
+        removal = afp.uniform_selection(importance, ratio, min_filters, blocks)
         pruned = tuner.prune(model, removal)
         return pruned, stats.model_stats(pruned).macs
 
@@ -179,12 +179,16 @@ def iterative_global_l1(
     spent, rounds = 0, []
     macs = stats.model_stats(model).macs
     while macs > macs_target:
-        weights = _group_weights(model)
+        weights, blocks = _group_weights(model)
         scores = afp.filter_importance(weights, normalize=importance)
 
-        def build(q: float, scores=scores, model=model) -> tuple[keras.Model, int]:
+        def build(q: float, scores=scores, model=model, blocks=blocks) -> tuple[keras.Model, int]:
             removal = afp.select_candidates(
-                scores, quantile=q, min_filters=min_filters, max_fraction=max_group_fraction
+                scores,
+                quantile=q,
+                min_filters=min_filters,
+                max_fraction=max_group_fraction,
+                blocks=blocks,
             )
             pruned = tuner.prune(model, removal)
             return pruned, stats.model_stats(pruned).macs
@@ -229,11 +233,14 @@ def _result(model: keras.Model, history: list[dict], epochs: int, info: dict) ->
     )
 
 
-def _group_weights(model: keras.Model) -> dict:
+def _group_weights(model: keras.Model) -> tuple[dict, dict[str, int]]:
+    """The prunable groups' filter weights and their ``blocks`` (grouped convolutions)."""
     groups = [g for g in surgery.find_channel_groups(model) if g.prunable]
     if not groups:
         raise ValueError(f"Model {model.name!r} has no prunable channel group.")
-    return {g.name: surgery.filter_weights(model, g) for g in groups}
+    return {g.name: surgery.filter_weights(model, g) for g in groups}, {
+        g.name: g.blocks for g in groups
+    }
 
 
 def _check_target(model: keras.Model, macs_target: float) -> None:

@@ -106,6 +106,7 @@ class AFPCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         groups = [g for g in surgery.find_channel_groups(self.model) if g.prunable]
         self._weights = {g.name: surgery.filter_weights(self.model, g) for g in groups}
+        self._blocks = {g.name: g.blocks for g in groups}
         self._filters = sum(g.size for g in groups)
         self.controller, self._last = None, None
         self._penalty = regularizers.TargetedL1Penalty(self._weights)
@@ -148,6 +149,7 @@ class AFPCallback(keras.callbacks.Callback):
                 min_filters=opts.min_filters,
                 round_to=opts.round_to,
                 max_fraction=opts.max_group_fraction,
+                blocks=self._blocks,
             )
         self._penalty.set_strength(plan.strength)
         self._penalty.set_candidates(self.candidates)

@@ -280,6 +280,7 @@ class Pruner:
             weights = {g.name: work_analysis.filter_weights(g) for g in groups}
             penalty = regularizers.TargetedL1Penalty(weights)
         info["filters"] = sum(g.size for g in groups)
+        blocks = {g.name: g.blocks for g in groups}
         candidates: dict[str, list[int]] = {}
         if not plan.recover_only:
             scores = afp.filter_importance(weights, normalize=opts.importance)
@@ -292,6 +293,7 @@ class Pruner:
                 min_filters=opts.min_filters,
                 round_to=opts.round_to,
                 max_fraction=opts.max_group_fraction,
+                blocks=blocks,
             )
             if not candidates:
                 return "no candidates", None, info
@@ -303,7 +305,12 @@ class Pruner:
         if opts.removal == "decayed" and candidates:
             end_norms = afp.filter_importance(weights, normalize="none")
             candidates = afp.decayed(
-                start_norms, end_norms, candidates, opts.decay_fraction, round_to=opts.round_to
+                start_norms,
+                end_norms,
+                candidates,
+                opts.decay_fraction,
+                round_to=opts.round_to,
+                blocks=blocks,
             )
         with self.strategy.scope():
             pruned = surgery.remove_filters(work, candidates, analysis=work_analysis)

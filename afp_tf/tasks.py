@@ -11,7 +11,7 @@ from afp_tf import export, models
 from afp_tf.task import Task, TaskData
 
 # The width-multiplier keyword of each zoo model that has one.
-_WIDTH_KWARG = {"vgg16": "width", "mobilenet": "alpha"}
+_WIDTH_KWARG = {"vgg16": "width", "resnet56": "width", "resnet110": "width", "mobilenet": "alpha"}
 
 
 def load_task(cfg) -> TaskData:
@@ -81,7 +81,16 @@ def load_detection(cfg) -> TaskData:
     return detection_task.load(cfg)
 
 
+def load_frcnn(cfg) -> TaskData:
+    """Faster R-CNN on COCO-format data (:mod:`afp_tf.detection.frcnn_task`); imported only
+    when asked for, like :func:`load_detection`."""
+    from afp_tf.detection import frcnn_task  # noqa: PLC0415 - optional extra
+
+    return frcnn_task.load(cfg)
+
+
 BUILDERS: dict[str, Callable[..., TaskData]] = {
     "classification": load_classification,
     "detection": load_detection,
+    "frcnn": load_frcnn,
 }

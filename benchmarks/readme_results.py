@@ -18,6 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import seeds_targets  # noqa: E402
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -68,6 +72,7 @@ def _renderer(stem: str) -> Callable[[dict], str]:
         ("surgery_speed", _surgery),
         ("latency_", _latency),
         ("ssd_", _ssd),
+        ("frcnn_", _frcnn),
     ):
         if stem.startswith(prefix):
             return fn
@@ -140,7 +145,7 @@ def _pm(stat: dict, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def _seeds(d: dict) -> str:
-    """Mean ± sd over seeds per (tolerance, method), and the honesty count of afp_tf."""
+    """Mean ± sd over seeds per (tolerance, method), then each target met or missed."""
     cfg = d["config_values"]
     reduced = [
         f"{split} subset {cfg['data'][f'{split}_subset']}"
@@ -150,9 +155,19 @@ def _seeds(d: dict) -> str:
     if cfg["model"]["width"] != 1.0:
         reduced.insert(0, f"width ×{cfg['model']['width']}")
     reduced.append(f"{cfg['train']['baseline_epochs']} baseline epochs")
+    prune, size = cfg["prune"], cfg["data"].get("image_size")
+    recipe = ""
+    if "max_rounds" in prune:
+        rate = prune["learning_rate"] or cfg["train"]["learning_rate"]
+        recipe = (
+            f"; at most {prune['max_rounds']} rounds, {prune['recovery_epochs']} recovery and "
+            f"{prune['finetune_epochs']} fine-tune epochs at learning rate {rate:g}"
+        )
     out = [
         f"{cfg['model']['name']} on {cfg['data']['name']}"
+        + (f" padded to {size}×{size}" if size else "")
         + (f" (reduced for CPU time: {', '.join(reduced)})" if reduced else "")
+        + recipe
         + f"; acceptance split {cfg['data']['accept_fraction']:g} of the training split, "
         f"margin {cfg['prune']['margin_z']:g} standard error. Mean ± sd over seeds; drop = "
         "baseline − pruned, in points; test is never used for a decision.\n",
@@ -183,13 +198,7 @@ def _seeds(d: dict) -> str:
         "wall s",
     ]
     out.append(_table(header, rows))
-    afp = [r for r in d["runs"] if r["method"] == "afp_tf"]
-    if afp:
-        ok = sum(r["baseline_test"] - r["test"] <= r["tolerance"] + 0.003 + 1e-9 for r in afp)
-        out.append(
-            f"Honesty: {ok} of {len(afp)} afp_tf runs ended with a test drop within ε + 0.3 "
-            "points.\n"
-        )
+    out += [*seeds_targets.lines(d), ""]
     return "\n".join(out)
 
 
@@ -264,6 +273,39 @@ def _ssd(d: dict) -> str:
         + ".\n",
     ]
     return "\n".join(out)
+
+
+def _frcnn(d: dict) -> str:
+    """A Faster R-CNN benchmark: mAP before/after pruning, MACs, export checks, latency."""
+    rows = [
+        [
+            name,
+            f"{d['map'][name]['val']['map50']:.3f}",
+            f"{d['map'][name]['test']['map50']:.3f}",
+            f"{d['map'][name]['test']['map']:.3f}",
+            _m(d[name]["macs"]),
+            f"{d[name]['params']:,}",
+        ]
+        for name in ("baseline", "pruned")
+    ]
+    header = ["model", "val mAP@0.5", "test mAP@0.5", "test mAP@[.5:.95]", "MACs", "params"]
+    passed = ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in d["export_passed"].items())
+    lines = [
+        _table(header, rows),
+        f"MACs ↓ {d['macs_reduction']:.2f}× at tolerance {d['tolerance']} mAP@0.5 "
+        f"({d['rounds']} rounds, stopped: {d['stop_reason']}). Export (detections inside "
+        f"the graph, mAP@0.5 vs Keras): {passed}.\n",
+    ]
+    if d.get("detection_latency"):
+        lat = [
+            [r["artifact"], f"{r['baseline_ms']:.1f}", f"{r['pruned_ms']:.1f}",
+             f"{r['speedup']:.2f}×"]
+            for r in d["detection_latency"]
+        ]  # fmt: skip
+        lines.append(_table(["image → detections", "baseline ms", "pruned ms", "speed-up"], lat))
+    if d.get("note"):
+        lines.append(f"Note: {d['note']}\n")
+    return "\n".join(lines)
 
 
 def _generic(d: dict) -> str:

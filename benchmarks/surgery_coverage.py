@@ -179,6 +179,59 @@ def _hub_retinanet():
     )
 
 
+def _hub_resnet_variant(**kwargs):
+    def build():
+        import keras_hub
+
+        return keras_hub.models.ResNetBackbone(
+            input_conv_kernel_sizes=[3] * len(kwargs.get("input_conv_filters", [16])),
+            stackwise_num_filters=[64, 32],
+            stackwise_num_blocks=[2, 2],
+            stackwise_num_strides=[1, 2],
+            image_shape=(32, 32, 3),
+            **{"input_conv_filters": [16], **kwargs},
+        )
+
+    return build
+
+
+def _hub_deeplab():
+    import keras_hub
+
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 64, 64],
+        stackwise_num_blocks=[1, 1, 1],
+        stackwise_num_strides=[1, 2, 2],
+        block_type="basic_block",
+        image_shape=(64, 64, 3),
+    )
+    return keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder,
+        spatial_pyramid_pooling_key="P4",
+        upsampling_size=4,
+        dilation_rates=[2, 4],
+        low_level_feature_key="P2",
+        projection_filters=8,
+        image_shape=(64, 64, 3),
+    )
+
+
+def _cv_yolov8_detector():
+    import keras_cv
+
+    backbone = keras_cv.models.YOLOV8Backbone(
+        stackwise_channels=[16, 32, 64, 64],
+        stackwise_depth=[1, 1, 1, 1],
+        include_rescaling=False,
+        input_shape=(64, 64, 3),
+    )
+    return keras_cv.models.YOLOV8Detector(
+        backbone=backbone, num_classes=3, bounding_box_format="xywh", fpn_depth=1
+    )
+
+
 def _cv(name, **kwargs):
     def build():
         import keras_cv
@@ -240,6 +293,17 @@ MODELS = [
     ("keras-hub", "DenseNetBackbone", _hub_densenet),
     ("keras-hub", "EfficientNetBackbone", _hub_efficientnet),
     ("keras-hub", "HGNetV2Backbone", _hub_hgnetv2),
+    (
+        "keras-hub",
+        "ResNetBackbone (v2, bottleneck)",
+        _hub_resnet_variant(block_type="bottleneck_block", use_pre_activation=True),
+    ),
+    (
+        "keras-hub",
+        "ResNetBackbone (vd)",
+        _hub_resnet_variant(block_type="bottleneck_block_vd", input_conv_filters=[16, 16, 32]),
+    ),
+    ("keras-hub", "DeepLabV3Backbone", _hub_deeplab),
     ("keras-hub", "MobileNetImageClassifier", _hub_classifier),
     ("keras-hub", "RetinaNetObjectDetector", _hub_retinanet),
     ("keras-cv", "MobileNetV3Backbone (Small)", _cv("MobileNetV3Backbone", **_CV_MOBILENET)),
@@ -253,6 +317,7 @@ MODELS = [
             input_shape=(64, 64, 3),
         ),
     ),
+    ("keras-cv", "YOLOV8Detector", _cv_yolov8_detector),
     ("keras-cv", "EfficientNetLiteBackbone", _cv("EfficientNetLiteBackbone", **_EFFNET)),
     (
         "keras-cv",
@@ -412,7 +477,15 @@ def main() -> None:
     if args.update:  # the other families' rows from the last full run
         previous = io_utils.read_json(RESULTS / f"{args.name}.json")["families"]
         fresh = {(r["source"], r["family"]): r for r in rows}
-        rows = [fresh.get((r["source"], r["family"]), r) for r in previous]
+        rows = [fresh.pop((r["source"], r["family"]), r) for r in previous]
+        order = [(source, family) for source, family, _ in MODELS]
+        for key, row in fresh.items():  # families new since the last full run, in MODELS order
+            later = [
+                i
+                for i, r in enumerate(rows)
+                if order.index((r["source"], r["family"])) > order.index(key)
+            ]
+            rows.insert(later[0] if later else len(rows), row)
     path = write_result(args.name, {"families": rows})
     if args.docs:
         docs = Path(__file__).resolve().parents[1] / args.docs

@@ -233,3 +233,30 @@ def test_select_candidates_max_fraction_caps_each_group():
     assert out == {"a": [0, 1, 2]}
     with pytest.raises(ValueError, match="max_fraction"):
         afp.select_candidates(importance, threshold=1.0, max_fraction=0)
+
+
+def test_select_candidates_blocks_take_same_count_per_block_least_important():
+    # block 0 = filters 0-3, block 1 = 4-7; four candidates in block 0, one in block 1
+    imp = {"g": np.array([0.1, 0.2, 0.3, 0.4, 5.0, 0.15, 6.0, 7.0]), "h": np.ones(4) * 9}
+    out = afp.select_candidates(imp, threshold=1.0, blocks={"g": 2})
+    assert out == {"g": [0, 5]}
+
+
+def test_select_candidates_blocks_with_round_to_keep_remaining_multiple():
+    imp = {"g": np.array([0.1, 0.2, 0.3, 9.0, 0.1, 0.2, 0.3, 9.0])}
+    # 3 per block would leave 2 (not a multiple of 4); 2 per block leaves 4
+    assert afp.select_candidates(imp, threshold=1.0, blocks={"g": 2}, round_to=4) == {
+        "g": [0, 1, 4, 5]
+    }
+
+
+def test_uniform_selection_blocks_split_count_evenly():
+    imp = {"g": np.array([0.1, 0.2, 0.3, 0.4, 5.0, 6.0, 7.0, 8.0])}
+    assert afp.uniform_selection(imp, 0.5, blocks={"g": 2}) == {"g": [0, 1, 4, 5]}
+
+
+def test_decayed_blocks_keep_equal_count_most_decayed_first():
+    before = {"g": np.ones(6)}
+    now = {"g": np.array([0.01, 0.02, 1.0, 0.05, 1.0, 1.0])}
+    out = afp.decayed(before, now, {"g": [0, 1, 3]}, 0.1, blocks={"g": 2})
+    assert out == {"g": [0, 3]}

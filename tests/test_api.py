@@ -275,6 +275,24 @@ def test_prune_subclassed_model_raises_surgery_error(data):
         afp_tf.prune(model, (xt, yt), (xv, yv))
 
 
+def test_prune_grouped_conv_removes_equal_counts_per_group(data):
+    """Filters feeding a Conv2D(groups=2) leave in equal numbers from each half."""
+    keras.utils.set_random_seed(0)
+    (xt, yt), (xv, yv) = data
+    inp = keras.Input((SIZE, SIZE, 1))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="a")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, groups=2, padding="same", name="g")(x)
+    x = keras.layers.Flatten()(keras.layers.ReLU()(x))
+    model = keras.Model(inp, keras.layers.Dense(CLASSES)(x))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS, metrics=["accuracy"])
+    model.fit(xt, yt, batch_size=64, epochs=2, verbose=0)
+    result = afp_tf.prune(model, (xt, yt), (xv, yv), tolerance=0.2, max_rounds=1, progress=False)
+    assert result.rounds == 1
+    before, after = result.filters["a"]
+    assert (before, after % 2) == (8, 0) and after < 8
+    assert result.model.get_layer("g").groups == 2
+
+
 @pytest.mark.slow  # about 10 s of CPU, but two replicas on a shared machine can take much longer
 def test_prune_mirrored_strategy_two_devices_prunes(data):
     (xt, yt), (xv, yv) = data

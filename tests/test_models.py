@@ -104,6 +104,27 @@ def test_vgg16_width_multiplier_shrinks_params():
     assert quarter.count_params() < full / 10
 
 
+def test_resnet56_width_multiplier_scales_every_stage():
+    model = models.build_model("resnet56", (16, 16, 3), 10, width=0.25)
+    assert model.get_layer("conv1").filters == 4
+    assert model.get_layer("stage1_block9_conv2").filters == 4
+    assert model.get_layer("stage2_block1_shortcut_conv").filters == 8
+    assert model.get_layer("stage3_block9_conv2").filters == 16
+    groups = [g for g in surgery.find_channel_groups(model) if g.prunable]
+    assert len(groups) == 3 * 9 + 3  # one per block's conv1, plus one residual group per stage
+
+
+def test_model_kwargs_width_maps_to_resnet_width_keyword():
+    from afp_tf import config_lib, tasks
+
+    cfg = config_lib.load_config("resnet56_fashion_mnist")
+    cfg.model.width = 0.5
+    assert tasks.model_kwargs(cfg) == {"width": 0.5}
+    cfg.model.name = "lenet5"
+    with pytest.raises(ValueError, match="has no width multiplier"):
+        tasks.model_kwargs(cfg)
+
+
 def test_resnet_uses_projection_only_where_shape_changes():
     names = {layer.name for layer in models.build_model("resnet56", (16, 16, 3), 10).layers}
     assert {"stage2_block1_shortcut_conv", "stage3_block1_shortcut_conv"} <= names

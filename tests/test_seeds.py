@@ -107,6 +107,72 @@ def test_readme_renders_mean_sd_and_honesty(tmp_path):
         "summary": seeds.summarize(runs),
     }
     text = readme._seeds(d)
+    d["config_values"]["data"]["image_size"] = 32
+    d["config_values"]["train"]["learning_rate"] = 0.02
+    d["config_values"]["prune"].update(
+        max_rounds=3, recovery_epochs=2, finetune_epochs=1, learning_rate=0.0
+    )
+    recipe = readme._seeds(d)
+    assert recipe.startswith("lenet5 on fashion_mnist padded to 32×32 (reduced for CPU time: ")
+    assert (
+        "15 baseline epochs); at most 3 rounds, 2 recovery and 1 fine-tune epochs at learning "
+        "rate 0.02; acceptance split 0.2" in recipe
+    )
     assert "| 0.01 | afp_tf | 2 | 88.00 ± 0.71 | 1.00 ± 0.71 | 15.00 ± 7.07× |" in text
-    assert "Honesty: 1 of 2 afp_tf runs" in text
+    assert "- Honesty: 1 of 2 afp_tf seed × ε runs ended with a test drop within ε + 0.3 " in text
+    assert "(50%; ≥ 90%: **missed**)" in text
     assert "train subset 5000, 15 baseline epochs" in text
+
+
+def _targets():
+    spec = importlib.util.spec_from_file_location(
+        "seeds_targets", REPO / "benchmarks" / "seeds_targets.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _result(model, runs):
+    return {
+        "config_values": {"model": {"name": model}, "train": {"baseline_epochs": 15}},
+        "runs": runs,
+        "summary": _seeds().summarize(runs),
+    }
+
+
+def test_seeds_targets_lenet_mean_reductions_met_and_uniform_gap_missed():
+    runs = [
+        {**_record("afp_tf", 0, 0.885, 50_000), "params": 4_000},  # 20×, 25×, drop 0.5
+        {**_record("afp_tf", 1, 0.875, 100_000), "params": 6_000},  # 10×, 16.7×, drop 1.5
+        _record("uniform_l1", 0, 0.89, 50_000),
+        _record("uniform_l1", 1, 0.88, 100_000),
+    ]
+    line = _targets().lines(_result("lenet5", runs))[0]
+    assert "MACs ↓ 15.00× (per seed 20.0×, 10.0×; ≥ 15×: **met**)" in line
+    assert "params ↓ 20.8× (≥ 20×: **met**)" in line
+    assert "test drop 1.00 points (≤ 1: **met**)" in line
+    assert (
+        "afp_tf − uniform_l1 test -0.50 points at 1.00× afp_tf's mean MACs (≥ 0: **missed**)"
+        in line
+    )
+
+
+def test_seeds_targets_cifar_form_win_needs_one_point():
+    runs = [_record("afp_tf", 0, 0.885, 50_000), _record("uniform_l1", 0, 0.876, 60_000)]
+    line = _targets().lines(_result("vgg16", runs))[0]
+    assert "afp_tf − uniform_l1 test +0.90 points" in line
+    assert "uniform_l1 at 1.20× afp_tf's mean MACs); ≥ +1 point: **missed**" in line
+    runs[1]["test"] = 0.875
+    assert "+1.00 points" in _targets().lines(_result("resnet56", runs))[0]
+    assert "≥ +1 point: **met**" in _targets().lines(_result("resnet56", runs))[0]
+
+
+def test_seeds_targets_without_uniform_run_says_open_and_counts_cost():
+    runs = [_record("afp_tf", 0, 0.90, 50_000), _record("afp_tf", 1, 0.85, 50_000, eps=0.02)]
+    lines = _targets().lines(_result("resnet56", runs))
+    assert lines[0] == "- no uniform_l1 run at ε = 0.01 yet: the +1 point target is open"
+    assert "1 of 2 afp_tf seed × ε runs" in lines[1]  # drop 4 points > 2 + 0.3 at ε = 0.02
+    assert lines[2].startswith("- afp_tf's mean test drop is negative (-1.00 points)")
+    assert "(15 epochs)" in lines[2]
+    assert lines[3].endswith("afp_tf 30.0 epochs, 100 s.")  # no matched method: no budget note

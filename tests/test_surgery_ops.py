@@ -132,3 +132,44 @@ def test_remove_filters_relu_max_value_layer_and_op_exact():
     assert groups["a"].prunable and groups["b"].prunable
     removal = {"a": [0], "b": [1, 4]}
     assert golden.golden_error(model, removal, _x()) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "rearrange",
+    [
+        lambda t: ops.repeat(ops.repeat(t, 2, axis=1), 2, axis=2),  # YOLOv8's upsampling
+        lambda t: ops.tile(t, (1, 2, 1, 1)),
+        lambda t: ops.pad(t, [[0, 0], [1, 1], [2, 0], [0, 0]], mode="reflect"),
+        lambda t: ops.flip(t, axis=1),
+        lambda t: ops.roll(t, 3, axis=2),
+        lambda t: ops.transpose(t, (0, 2, 1, 3)),
+    ],
+    ids=["repeat", "tile", "pad", "flip", "roll", "transpose"],
+)
+def test_remove_filters_spatial_rearrangement_passes_channels_exact(rearrange):
+    inp = keras.Input((8, 8, 3))
+    a = L.BatchNormalization(name="bn")(L.Conv2D(6, 3, padding="same", name="a")(inp))
+    model = _head(L.Conv2D(4, 1, name="b")(rearrange(a)), inp)
+    assert _groups(model)["a"].prunable
+    removal = {"a": [0, 3, 5]}
+    pruned = surgery.remove_filters(model, removal)
+    assert pruned.get_layer("b").kernel.shape[-2] == 3
+    assert golden.golden_error(model, removal, _x(), pruned) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "rearrange",
+    [
+        lambda t: ops.repeat(t, 2, axis=-1),
+        lambda t: ops.tile(t, (1, 1, 1, 2)),
+        lambda t: ops.flip(t, axis=3),
+        lambda t: ops.transpose(t, (0, 3, 1, 2)),
+    ],
+    ids=["repeat", "tile", "flip", "transpose"],
+)
+def test_find_channel_groups_rearranging_channel_axis_is_boundary(rearrange):
+    inp = keras.Input((8, 8, 3))
+    a = L.Conv2D(6, 3, padding="same", name="a")(inp)
+    groups = _groups(_head(L.Conv2D(4, 1, name="b")(rearrange(a)), inp))
+    assert not groups["a"].prunable
+    assert "it rearranges the channel axis" in groups["a"].reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from afp_tf.models import register_model
+from afp_tf.models import register_model, scaled_width
 
 _STAGE_WIDTHS = (16, 32, 64)
 
@@ -35,13 +35,14 @@ def _basic_block(x, filters: int, strides: int, name: str):
 
 
 def cifar_resnet(
-    input_shape: tuple[int, ...], num_classes: int, depth: int, name: str
+    input_shape: tuple[int, ...], num_classes: int, depth: int, name: str, width: float = 1.0
 ) -> keras.Model:
     """A CIFAR ResNet of ``depth = 6n + 2`` layers: three stages of n basic blocks.
 
     ``conv1`` 3×3×16 (+ ``bn1``, ``relu1``) → stages of 16, 32, 64 filters (the last two start
-    with stride 2) → ``gap`` → ``logits``. Block layers are named ``stage{s}_block{b}_conv1``,
-    ``..._bn1``, ``..._relu1``, ``..._conv2``, ``..._bn2``, ``..._add``, ``..._out``.
+    with stride 2; every count times ``width`` for reduced-width runs) → ``gap`` → ``logits``.
+    Block layers are named ``stage{s}_block{b}_conv1``, ``..._bn1``, ``..._relu1``,
+    ``..._conv2``, ``..._bn2``, ``..._add``, ``..._out``.
 
     Where a block changes shape it uses a 1×1 conv + BN projection shortcut (``..._shortcut_
     conv``, option B of He et al.) instead of option A's strided zero-padding identity: option A
@@ -52,8 +53,9 @@ def cifar_resnet(
         raise ValueError(f"CIFAR ResNet depth {depth} must be 6n + 2 (20, 32, 44, 56, 110, ...).")
     blocks = (depth - 2) // 6
     inputs = keras.Input(input_shape, name="input")
-    x = _conv_bn(inputs, _STAGE_WIDTHS[0], 3, 1, "", "1")
-    for s, filters in enumerate(_STAGE_WIDTHS, start=1):
+    widths = [scaled_width(c, width) for c in _STAGE_WIDTHS]
+    x = _conv_bn(inputs, widths[0], 3, 1, "", "1")
+    for s, filters in enumerate(widths, start=1):
         for b in range(1, blocks + 1):
             strides = 2 if s > 1 and b == 1 else 1
             x = _basic_block(x, filters, strides, f"stage{s}_block{b}")
@@ -63,12 +65,12 @@ def cifar_resnet(
 
 
 @register_model("resnet56")
-def resnet56(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+def resnet56(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> keras.Model:
     """ResNet-56 for CIFAR (9 blocks per stage); see ``cifar_resnet``."""
-    return cifar_resnet(input_shape, num_classes, 56, "resnet56")
+    return cifar_resnet(input_shape, num_classes, 56, "resnet56", width)
 
 
 @register_model("resnet110")
-def resnet110(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+def resnet110(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> keras.Model:
     """ResNet-110 for CIFAR (18 blocks per stage); see ``cifar_resnet``."""
-    return cifar_resnet(input_shape, num_classes, 110, "resnet110")
+    return cifar_resnet(input_shape, num_classes, 110, "resnet110", width)

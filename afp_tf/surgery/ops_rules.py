@@ -1,6 +1,7 @@
 """Rules for ``keras.ops`` operations called on symbolic tensors (in functional graphs and in
 the traced calls of composite layers): element-wise maths, activations, split, concatenate,
-reshapes that keep the channel axis, and reductions over non-channel axes."""
+reshapes that keep the channel axis, reductions over non-channel axes, and the spatial
+rearrangements (repeat, tile, pad, flip, roll, transpose) that leave the channel axis alone."""
 
 import functools
 
@@ -118,6 +119,30 @@ class ShapeOpRule(Rule):
         return functools.partial(keras.ops.reshape, newshape=tuple(shape))
 
 
+def _keeps_last_axis(op, rank: int) -> bool:
+    """Whether a rearranging op leaves every channel on the last axis, in place, whole."""
+    if isinstance(op, np_ops.Tile):
+        repeats = op.repeats if isinstance(op.repeats, (list, tuple)) else [op.repeats]
+        return int(repeats[-1]) == 1
+    if isinstance(op, np_ops.Pad):
+        return [int(w) for w in np.reshape(op.pad_width, (-1, 2))[-1]] == [0, 0]
+    if isinstance(op, np_ops.Transpose):
+        return op.axes is not None and int(op.axes[-1]) % rank == rank - 1
+    return op.axis is not None and not _channel_axis(op.axis, rank)  # repeat, flip, roll
+
+
+class RearrangeOpRule(Rule):
+    """``repeat``/``tile``/``pad``/``flip``/``roll``/``transpose`` over the spatial axes (e.g.
+    YOLOv8's nearest-neighbour upsampling by ``ops.repeat``): channels pass through."""
+
+    consistent_calls = False
+
+    def propagate(self, op, inputs, ctx):
+        if inputs[0] is None or not _keeps_last_axis(op, len(ctx.input_shapes[0])):
+            raise Boundary("it rearranges the channel axis")
+        return [inputs[0]]
+
+
 _ELEMENTWISE_OPS = (
     [np_ops.Add, np_ops.Subtract, np_ops.Multiply, np_ops.Divide, np_ops.TrueDivide]
     + [np_ops.Maximum, np_ops.Minimum, np_ops.Power, np_ops.Negative, np_ops.Absolute]
@@ -135,4 +160,8 @@ register_many(
     [np_ops.Mean, np_ops.Max, np_ops.Min, np_ops.Sum, np_ops.Amax, np_ops.Amin, np_ops.Prod]
     + [np_ops.Var, np_ops.Std],
     ReductionRule(),
+)
+register_many(
+    [np_ops.Repeat, np_ops.Tile, np_ops.Pad, np_ops.Flip, np_ops.Roll, np_ops.Transpose],
+    RearrangeOpRule(),
 )
