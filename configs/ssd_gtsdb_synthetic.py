@@ -22,10 +22,11 @@ rate warms up for 2 epochs and decays to 0 (cosine) over 30; pruning recovers at
 ε = 1 mAP@0.5 point; rounds remove up to 30 % of the filters, ranked by importance per MAC,
 and pruning stops once MACs are at most 30 % of the baseline's.
 
-Runtime, measured on this project's shared 2-core CPU with other jobs running (load 9-12):
-a baseline epoch (960 crops plus 160 validation frames) takes 75-95 s, so the 30 baseline
-epochs take about 40 minutes; benchmarks/results/ssd_gtsdb_synthetic.json records the whole
-run's wall time and per-phase epoch times.
+Runtime, measured on this project's shared 2-core CPU with other jobs running (load 9-14):
+a baseline epoch (960 crops plus 160 validation frames) took 74-247 s, median 96 s; the 30
+baseline epochs took 51 minutes, one pruning round (a penalty epoch plus 3 recovery epochs)
+11 minutes. benchmarks/results/ssd_gtsdb_synthetic.json records the run's wall time and
+per-phase epoch times.
 ``:quick`` is a smoke run (a few minutes on a shared CPU): fewer, smaller images, one round
 with an absolute tolerance of 0.9 mAP points so that a barely trained detector still loses
 filters.
