@@ -31,11 +31,12 @@ def _smooth_l1(diff: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.where(diff < 1.0, 0.5 * diff**2, diff - 0.5), axis=-1)
 
 
-def match_boxes(boxes: tf.Tensor, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Best ground truth of each box: ``(iou (B, N), target boxes (B, N, 4), class (B, N))``.
+def match_boxes(boxes: tf.Tensor, packed: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """Best ground truth of each box: ``(best IoU (B, N), target boxes (B, N, 4), class (B, N),
+    IoU matrix (B, N, M))``.
 
     ``boxes`` is ``(N, 4)`` (shared, e.g. anchors) or ``(B, N, 4)``; class is the packed class
-    of the best box (-1 where an image has none).
+    of the best box (-1 where an image has none); padding columns of the matrix are -1.
     """
     valid = packed[..., 4] >= 0
     if boxes.shape.rank == 2:
