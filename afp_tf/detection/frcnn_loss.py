@@ -130,10 +130,14 @@ class FasterRCNNLoss(keras.losses.Loss):
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, parts["class_logits"])
         classification = tf.reduce_sum(ce * weight, axis=1) / tf.reduce_sum(weight, axis=1)
         own = tf.gather(parts["box_deltas"], tf.maximum(labels - 1, 0), batch_dims=2)
-        targets = anchors_lib.encode(target, proposals)
-        box = tf.reduce_sum(_smooth_l1(targets - own) * fg_f, axis=1) / tf.maximum(
-            num_fg[:, 0], 1.0
+        # A proposal clipped to the image edge can have zero width: encoding against it
+        # divides by zero, and inf * 0 would turn the masked-out term into NaN.
+        safe = tf.concat(
+            [proposals[..., :2], tf.maximum(proposals[..., 2:], proposals[..., :2] + 1e-3)], -1
         )
+        targets = anchors_lib.encode(target, safe)
+        l1 = tf.where(fg, _smooth_l1(targets - own), 0.0)
+        box = tf.reduce_sum(l1, axis=1) / tf.maximum(num_fg[:, 0], 1.0)
         return classification + box
 
     def get_config(self):
