@@ -28,7 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "experiment"
     c.seed = 0
-    c.task = "classification"  # classification | detection
+    c.task = "classification"  # classification | detection | frcnn
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "lenet5"
@@ -297,6 +297,37 @@ def detection_config() -> ml_collections.ConfigDict:
     c.data.eval_batch_size = 32
     c.train.optimizer = "adam"
     c.train.learning_rate = 2e-3
+    c.prune.tolerance = 0.01  # mAP@0.5 points
+    return c
+
+
+def frcnn_config() -> ml_collections.ConfigDict:
+    """The base config plus the keys of Faster R-CNN on COCO-format data (``afp_tf.data.coco``,
+    ``models.frcnn``); defaults are the paper's ResNet-50 FPN at a 512 px input."""
+    c = base_config()
+    c.task = "frcnn"
+    c.model.name = "faster_rcnn"
+    c.model.backbone = "resnet50"  # resnet50 | mobilenet (light, model.width)
+    c.model.fpn_channels = 256
+    c.model.num_rois = 256
+    c.model.pre_nms = 1000
+    c.model.roi_size = 7
+    c.model.head_units = 1024
+    c.model.min_size = 32  # RPN anchor side (px) at stride 8; doubles per level
+    c.model.scales_per_octave = 2
+    c.model.aspect_ratios = "0.5,1,2"
+    c.data.name = "coco"
+    c.data.image_size = 512
+    c.data.max_boxes = 100
+    c.data.train_split = "train"
+    c.data.test_split = "test"
+    c.data.image_dir = "images/{split}"
+    c.data.synthetic_train = 400
+    c.data.synthetic_test = 100
+    c.data.batch_size = 8
+    c.data.eval_batch_size = 8
+    c.train.optimizer = "adam"
+    c.train.learning_rate = 1e-3
     c.prune.tolerance = 0.01  # mAP@0.5 points
     return c
 

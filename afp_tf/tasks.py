@@ -81,7 +81,16 @@ def load_detection(cfg) -> TaskData:
     return detection_task.load(cfg)
 
 
+def load_frcnn(cfg) -> TaskData:
+    """Faster R-CNN on COCO-format data (:mod:`afp_tf.detection.frcnn_task`); imported only
+    when asked for, like :func:`load_detection`."""
+    from afp_tf.detection import frcnn_task  # noqa: PLC0415 - optional extra
+
+    return frcnn_task.load(cfg)
+
+
 BUILDERS: dict[str, Callable[..., TaskData]] = {
     "classification": load_classification,
     "detection": load_detection,
+    "frcnn": load_frcnn,
 }

@@ -71,6 +71,7 @@ def _renderer(stem: str) -> Callable[[dict], str]:
         ("lenet5_fashion_mnist", _lenet),
         ("surgery_speed", _surgery),
         ("latency_", _latency),
+        ("frcnn_", _frcnn),
     ):
         if stem.startswith(prefix):
             return fn
@@ -239,6 +240,39 @@ def _latency(d: dict) -> str:
     if isinstance(d.get("macs"), list) and len(d["macs"]) == 2:
         head = f"MACs {_m(d['macs'][0])} → {_m(d['macs'][1])}.\n\n"
     return head + _table(["format", "baseline ms", "pruned ms", "speed-up", "MACs ↓"], rows)
+
+
+def _frcnn(d: dict) -> str:
+    """A Faster R-CNN benchmark: mAP before/after pruning, MACs, export checks, latency."""
+    rows = [
+        [
+            name,
+            f"{d['map'][name]['val']['map50']:.3f}",
+            f"{d['map'][name]['test']['map50']:.3f}",
+            f"{d['map'][name]['test']['map']:.3f}",
+            _m(d[name]["macs"]),
+            f"{d[name]['params']:,}",
+        ]
+        for name in ("baseline", "pruned")
+    ]
+    header = ["model", "val mAP@0.5", "test mAP@0.5", "test mAP@[.5:.95]", "MACs", "params"]
+    passed = ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in d["export_passed"].items())
+    lines = [
+        _table(header, rows),
+        f"MACs ↓ {d['macs_reduction']:.2f}× at tolerance {d['tolerance']} mAP@0.5 "
+        f"({d['rounds']} rounds, stopped: {d['stop_reason']}). Export (detections inside "
+        f"the graph, mAP@0.5 vs Keras): {passed}.\n",
+    ]
+    if d.get("detection_latency"):
+        lat = [
+            [r["artifact"], f"{r['baseline_ms']:.1f}", f"{r['pruned_ms']:.1f}",
+             f"{r['speedup']:.2f}×"]
+            for r in d["detection_latency"]
+        ]  # fmt: skip
+        lines.append(_table(["image → detections", "baseline ms", "pruned ms", "speed-up"], lat))
+    if d.get("note"):
+        lines.append(f"Note: {d['note']}\n")
+    return "\n".join(lines)
 
 
 def _generic(d: dict) -> str:

@@ -1,0 +1,196 @@
+"""Exports a Faster R-CNN with everything inside the graph: image -> detections.
+
+The ``frcnn`` task's exporter (``Task.exporter``). Every artifact holds the whole detector:
+backbone, FPN, RPN, proposal decoding and Fast NMS, ROI Align, the box head, class-wise
+decoding and the final class-aware NMS (:func:`afp_tf.detection.frcnn_decode.detection_function`;
+TFLite builtin ``NON_MAX_SUPPRESSION_V5``). Each maps one image ``(1, H, W, 3)`` to ``boxes``
+``(1, K, 4)`` (relative ``xyxy``), ``scores``, ``classes`` ``(1, K)`` and ``num_detections``
+``(1,)``, built from TensorFlow builtin ops only. Files (:data:`ARTIFACTS`) and report
+entries carry the ``_nms`` suffix of the SSD's artifacts with NMS inside, so
+``python export/run_detector.py model_fp32_nms.tflite`` runs and times them.
+
+Verification: every artifact runs on the validation images in its own runtime and its
+mAP@0.5 must be within ``MAP_TOLERANCE`` of the Keras model's through the same function (the
+report also lists mAP@[.5:.95]). ONNX: tf2onnx maps ``NonMaxSuppressionV5`` to ONNX
+``NonMaxSuppression``; should a converter lack an op, the report names it, and the
+post-processing can be run outside instead: export the raw packed output (the Keras model
+itself) and apply :func:`~afp_tf.detection.frcnn_decode.detection_function` to it.
+Integer formats are not offered (the proposal and ROI stages are float by nature).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from afp_tf.detection.frcnn_decode import Layout, detection_function, update_metric
+from afp_tf.detection.metrics import MeanAveragePrecision
+from afp_tf.export_artifacts import (
+    check_single_io,
+    convert,
+    layer_names,
+    prepare_out_dir,
+    write_saved_model,
+)
+from afp_tf.export_checks import (
+    FORMATS,
+    artifact_size,
+    load_runner,
+    not_written,
+    parse_formats,
+    write_report,
+)
+
+ARTIFACTS = {
+    "saved_model": "saved_model_nms",
+    "tflite_fp32": "model_fp32_nms.tflite",
+    "tflite_fp16": "model_fp16_nms.tflite",
+    "onnx": "model_nms.onnx",
+}
+SUPPORTED = tuple(ARTIFACTS)
+MAP_TOLERANCE = {"saved_model": 0.005, "tflite_fp32": 0.005, "tflite_fp16": 0.005, "onnx": 0.005}
+_KEYS = ("boxes", "scores", "classes", "num_detections")
+
+
+def _metric(detections: list[dict], val_y: np.ndarray) -> dict[str, float]:
+    metric = MeanAveragePrecision()
+    for det, packed in zip(detections, val_y, strict=True):
+        update_metric(metric, det, packed)
+    return {k: (0.0 if np.isnan(v) else float(v)) for k, v in metric.result().items()}
+
+
+class _OnnxRunner:
+    """ONNX Runtime on the detection graph, outputs by name (``run_onnx.py`` gives one)."""
+
+    def __init__(self, path: Path):
+        load_runner("run_onnx.py")  # a clear error when onnxruntime is missing
+        import onnxruntime as ort  # noqa: PLC0415 - optional extra
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.runtime = {"name": "onnxruntime", "version": ort.__version__}
+
+    def predict_all(self, x):
+        names = [o.name for o in self._session.get_outputs()]
+        values = self._session.run(None, {self._input: np.asarray(x, np.float32)})
+        return {n.split(":")[0]: v for n, v in zip(names, values, strict=True)}
+
+
+def _runner(name: str, path: Path):
+    if name == "onnx":
+        return _OnnxRunner(path)
+    return load_runner(FORMATS[name].runner).load(str(path), threads=1)
+
+
+def _verify(name, path, val_x, val_y, keras_metric, tolerance) -> dict:
+    runner = _runner(name, path)
+    detections = []
+    for x in val_x:
+        out = runner.predict_all(x[None])
+        detections.append({k: np.asarray(out[k]) for k in _KEYS})
+    metric = _metric(detections, val_y)
+    failures = []
+    if not abs(metric["map50"] - keras_metric["map50"]) <= tolerance:
+        failures.append(
+            f"mAP@0.5 {metric['map50']:.4f} differs from Keras {keras_metric['map50']:.4f} by "
+            f"more than {tolerance:g}"
+        )
+    return {
+        "status": "failed" if failures else "passed",
+        "path": str(path),
+        "size_bytes": artifact_size(path),
+        "metric": metric["map50"],
+        "map": metric["map"],
+        "keras_metric": keras_metric["map50"],
+        "keras_map": keras_metric["map"],
+        "thresholds": {"max_map50_difference": tolerance},
+        "runtime": runner.runtime,
+        "passed": not failures,
+        "failures": failures,
+    }
+
+
+def export_frcnn(
+    model: keras.Model,
+    out_dir: str | Path,
+    *,
+    formats: Sequence[str] = SUPPORTED,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    tolerances: Mapping[str, Mapping[str, float | None]] | None = None,
+    representative: np.ndarray | None = None,  # noqa: ARG001 - no calibrated formats
+    data_note: str | None = None,
+) -> dict:
+    """Writes and verifies the detection artifacts of a Faster R-CNN (module docstring).
+
+    Args:
+        model: a model of :func:`afp_tf.models.frcnn.build_frcnn`.
+        out_dir: created if missing; artifacts replace earlier ones atomically.
+        formats: of ``SUPPORTED``; other known formats are reported as skipped.
+        val_x: validation images every artifact is run on.
+        val_y: their packed ground truth ``(n, max_boxes, 5)``.
+        tolerances: ``{format: {"max_metric_drop": v}}`` replacing ``MAP_TOLERANCE``.
+        representative: unused (accepted for the ``Task.exporter`` interface).
+        data_note: recorded in the report.
+
+    Returns:
+        The report, also written to ``out_dir/export_report.json``.
+
+    Raises:
+        ExportVerificationError: an artifact failed (after all were attempted).
+    """
+    names = parse_formats(formats)
+    out = prepare_out_dir(out_dir)
+    input_shape = check_single_io(model)
+    val_x, val_y = np.asarray(val_x, np.float32), np.asarray(val_y, np.float32)
+    if val_y.ndim != 3 or val_y.shape[-1] != 5 or len(val_y) != len(val_x):
+        raise ValueError(
+            f"val_y must be packed targets (n={len(val_x)}, max_boxes, 5), got {val_y.shape}."
+        )
+    detect = detection_function(Layout.of(model))
+    endpoint = tf.function(lambda image: detect(model(image, training=False)))
+    keras_metric = _metric([endpoint(x[None]) for x in val_x], val_y)
+    saved = out / ARTIFACTS["saved_model"]
+    write_saved_model(model, input_shape, saved, "detections", endpoint=endpoint, batch=1)
+    results = {}
+    for name in names:
+        fmt = FORMATS[name]
+        if name not in SUPPORTED:
+            results[f"{name}_nms"] = not_written(
+                fmt, "skipped", f"{name} is not offered for Faster R-CNN"
+            )
+            continue
+        tolerance = dict((tolerances or {}).get(name, {})).get(
+            "max_metric_drop", MAP_TOLERANCE[name]
+        )
+        path = out / ARTIFACTS[name]
+        try:
+            if name != "saved_model":
+                convert(name, saved, path, None, layer_names(model))
+            results[f"{name}_nms"] = _verify(name, path, val_x, val_y, keras_metric, tolerance)
+        except Exception as e:  # noqa: BLE001 - one format's failure must not stop the others
+            logging.warning("%s export failed: %s", name, e)
+            results[f"{name}_nms"] = not_written(fmt, "failed", str(e).strip().splitlines()[0])
+    report = {
+        "task": "frcnn",
+        "samples": len(val_x),
+        "data": data_note or "validation set",
+        "metric": "map50",
+        "keras_metric": keras_metric["map50"],
+        "keras_map": keras_metric["map"],
+        "input": {"name": "image", "shape": [1, *input_shape]},
+        "outputs": "boxes (1, K, 4) relative xyxy, scores (1, K), classes (1, K), "
+        "num_detections (1,): proposals, ROI Align, decoding and NMS inside the graph",
+        "formats": {},  # no raw artifacts: every one has NMS inside (see "detectors")
+        "detectors": results,
+    }
+    write_report(out, report, results)
+    logging.info("Exported Faster R-CNN (%s) to %s.", ", ".join(results), out)
+    return report

@@ -1,0 +1,55 @@
+"""Faster R-CNN export: detections inside SavedModel / TFLite fp32, fp16 / ONNX, checked by mAP."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from afp_tf.detection.frcnn_decode import Layout, detection_function
+from afp_tf.detection.frcnn_export import export_frcnn
+from afp_tf.models.frcnn import build_frcnn, rpn_anchors
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = build_frcnn(
+        (SIZE, SIZE, 3), 3, rpn_anchors(16, 1, (1.0,)), "mobilenet", 0.25,
+        fpn_channels=16, num_rois=8, pre_nms=50, roi_size=3, head_units=16,
+    )  # fmt: skip
+    for layer in model.layers:  # no dead ReLU cells: they tie scores, which NMS may break anyhow
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.beta.assign(np.full(layer.beta.shape, 0.5, np.float32))
+    x = np.random.default_rng(0).random((4, SIZE, SIZE, 3), dtype=np.float32)
+    detect = tf.function(detection_function(Layout.of(model)))
+    y = -np.ones((len(x), 3, 5), np.float32)  # the model's own top-3 detections as truth
+    for i in range(len(x)):
+        d = detect(model(x[i : i + 1]))
+        y[i, :, :4], y[i, :, 4] = d["boxes"][0, :3], d["classes"][0, :3]
+    out = tmp_path_factory.mktemp("frcnn_export")
+    report = export_frcnn(
+        model, out, formats="saved_model,tflite_fp32,tflite_fp16,onnx,tflite_int8", val_x=x, val_y=y
+    )
+    return out, report
+
+
+def test_export_frcnn_artifacts_reproduce_keras_map(exported):
+    out, report = exported
+    assert report["passed"] and report["keras_metric"] > 0.5
+    for name in ("saved_model_nms", "tflite_fp32_nms", "tflite_fp16_nms", "onnx_nms"):
+        row = report["detectors"][name]
+        assert row["passed"], (name, row)
+        assert abs(row["metric"] - report["keras_metric"]) <= 0.005
+    assert (out / "model_fp32_nms.tflite").is_file() and (out / "model_nms.onnx").is_file()
+    assert report["detectors"]["tflite_int8_nms"]["status"] == "skipped"
+
+
+def test_export_frcnn_tflite_uses_builtin_ops_only(exported):
+    out, _ = exported
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = {d["op_name"] for d in Interpreter(str(out / "model_fp32_nms.tflite"))._get_ops_details()}
+    assert "NON_MAX_SUPPRESSION_V5" in ops and "BATCH_MATMUL" in ops
+    assert not any(op.startswith(("FLEX", "CUSTOM")) for op in ops), ops
