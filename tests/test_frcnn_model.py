@@ -186,3 +186,25 @@ def test_detection_function_decodes_class_deltas_of_confident_proposals():
         [[0.1, 0.1, 0.3, 0.3], [0.53, 0.5, 0.83, 0.9]],
         atol=1e-5,
     )
+
+
+def test_frcnn_loss_zero_width_proposal_stays_finite():
+    loss = FasterRCNNLoss(SPEC, (SIZE, SIZE), CLASSES, num_rois=2)
+    a = len(loss.boxes)
+    roi = np.zeros((2, 4 + (CLASSES + 1) + 4 * CLASSES), np.float32)
+    roi[0, :4] = [1.0, 0.2, 1.0, 0.5]  # clipped to the right edge: zero width
+    roi[1, :4] = [0.1, 0.1, 0.3, 0.3]
+    y = np.concatenate([np.zeros(5 * a, np.float32), roi.reshape(-1)])[None]
+    value = float(loss(_packed(np.array([[0.1, 0.1, 0.3, 0.3]]), [1]), y))
+    assert np.isfinite(value) and value > 0
+
+
+def test_roi_align_macs_count_both_matmuls_on_every_level():
+    from afp_tf import stats
+
+    fine, coarse = keras.Input((16, 16, 4)), keras.Input((8, 8, 4))
+    boxes = keras.Input((10, 4))
+    out = ROIAlign((64, 64), pool_size=2)([fine, coarse, boxes])
+    model = keras.Model([fine, coarse, boxes], out)
+    # per ROI: S * W * C * (H + S) on each level
+    assert stats.model_stats(model).macs == 10 * (2 * 16 * 4 * 18 + 2 * 8 * 4 * 10)

@@ -31,11 +31,12 @@ def _smooth_l1(diff: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.where(diff < 1.0, 0.5 * diff**2, diff - 0.5), axis=-1)
 
 
-def match_boxes(boxes: tf.Tensor, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Best ground truth of each box: ``(iou (B, N), target boxes (B, N, 4), class (B, N))``.
+def match_boxes(boxes: tf.Tensor, packed: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """Best ground truth of each box: ``(best IoU (B, N), target boxes (B, N, 4), class (B, N),
+    IoU matrix (B, N, M))``.
 
     ``boxes`` is ``(N, 4)`` (shared, e.g. anchors) or ``(B, N, 4)``; class is the packed class
-    of the best box (-1 where an image has none).
+    of the best box (-1 where an image has none); padding columns of the matrix are -1.
     """
     valid = packed[..., 4] >= 0
     if boxes.shape.rank == 2:
@@ -129,10 +130,14 @@ class FasterRCNNLoss(keras.losses.Loss):
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, parts["class_logits"])
         classification = tf.reduce_sum(ce * weight, axis=1) / tf.reduce_sum(weight, axis=1)
         own = tf.gather(parts["box_deltas"], tf.maximum(labels - 1, 0), batch_dims=2)
-        targets = anchors_lib.encode(target, proposals)
-        box = tf.reduce_sum(_smooth_l1(targets - own) * fg_f, axis=1) / tf.maximum(
-            num_fg[:, 0], 1.0
+        # A proposal clipped to the image edge can have zero width: encoding against it
+        # divides by zero, and inf * 0 would turn the masked-out term into NaN.
+        safe = tf.concat(
+            [proposals[..., :2], tf.maximum(proposals[..., 2:], proposals[..., :2] + 1e-3)], -1
         )
+        targets = anchors_lib.encode(target, safe)
+        l1 = tf.where(fg, _smooth_l1(targets - own), 0.0)
+        box = tf.reduce_sum(l1, axis=1) / tf.maximum(num_fg[:, 0], 1.0)
         return classification + box
 
     def get_config(self):

@@ -16,6 +16,7 @@ pooled and the ROI's own is selected by a one-hot weight.
 The output is ``(batch, rois, S * S * C)`` with channel ``c`` at positions ``p * C + c`` (as
 ``Flatten`` would), so the box head's dense layers read it directly; the surgery rule below
 makes the layer channel-passthrough (all levels' channels coupled), so the FPN stays prunable.
+Its MACs (``afp_tf.stats``) are those two matmuls on every level.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from afp_tf.stats import register_mac_rule
 from afp_tf.surgery.rules import Boundary, Rule, register_rule
 
 
@@ -133,3 +135,12 @@ class ROIAlignRule(Rule):
 
 
 register_rule(ROIAlign, ROIAlignRule())
+
+
+@register_mac_rule(ROIAlign)
+def _roi_align_macs(layer, inputs, outputs) -> int:
+    """Per ROI and level: ``Wy (S, H) @ F (H, W C)`` then ``Wx (S, W) @ (W, S C)``."""
+    del outputs
+    *features, boxes = inputs
+    s = layer.pool_size
+    return boxes[1] * sum(s * w * c * (h + s) for _, h, w, c in features)
