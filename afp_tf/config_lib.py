@@ -60,6 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.optimizer = "sgd"  # sgd | adam | adamw
     c.train.learning_rate = 0.01
     c.train.momentum = 0.9
+    c.train.lr_schedule = "constant"  # baseline: constant | cosine (decays to 0 at its end)
+    c.train.warmup_epochs = 0  # cosine only: linear warmup from 0 over the first epochs
     c.train.weight_decay = 0.0
     c.train.baseline_epochs = 10
     c.train.baseline_model = ""  # a trained .keras model to start from instead of training one
@@ -242,6 +244,16 @@ def _validate_train(t: ml_collections.ConfigDict) -> None:
     _check_choice("train.mixed_precision", t.mixed_precision, PRECISIONS)
     _check(t.learning_rate > 0, "train.learning_rate must be > 0.")
     _check(t.baseline_epochs >= 0, "train.baseline_epochs must be >= 0.")
+    _check_choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine"))
+    _check(
+        t.warmup_epochs >= 0 and (t.warmup_epochs == 0 or t.warmup_epochs < t.baseline_epochs),
+        f"train.warmup_epochs={t.warmup_epochs} must be >= 0 and below train.baseline_epochs="
+        f"{t.baseline_epochs}; lower it (0 = no warmup).",
+    )
+    _check(
+        t.warmup_epochs == 0 or t.lr_schedule == "cosine",
+        "train.warmup_epochs needs train.lr_schedule='cosine'.",
+    )
     _check(t.steps_per_epoch >= 0, f"train.steps_per_epoch={t.steps_per_epoch} must be >= 0.")
     _check(
         t.steps_per_execution >= 1,

@@ -47,18 +47,40 @@ def run(cfg, workdir: str | os.PathLike) -> dict[str, Any]:
 
 
 def make_optimizer(
-    cfg, learning_rate: float | None = None, *, cosine_steps: int = 0
+    cfg, learning_rate: float | None = None, *, cosine_steps: int = 0, warmup_steps: int = 0
 ) -> keras.optimizers.Optimizer:
     """``cfg.train``'s optimizer, at the pruning learning rate unless ``learning_rate`` is given.
 
-    With ``cosine_steps``, the rate decays to 0 (cosine) over that many steps.
+    With ``cosine_steps``, the rate decays to 0 (cosine) over that many steps, the first
+    ``warmup_steps`` of them rising linearly from 0.
     """
     t = cfg.train
     lr = learning_rate or cfg.prune.learning_rate or t.learning_rate
-    schedule = {"schedule": "cosine", "decay_steps": cosine_steps} if cosine_steps else {}
+    schedule = (
+        {"schedule": "cosine", "decay_steps": cosine_steps, "warmup_steps": warmup_steps}
+        if cosine_steps
+        else {}
+    )
     return training.make_optimizer(
         t.optimizer, lr, momentum=t.momentum, weight_decay=t.weight_decay, **schedule
     )
+
+
+def baseline_optimizer_factory(cfg, steps: int):
+    """The baseline's optimizer factory: ``train.lr_schedule`` over ``steps`` per epoch.
+
+    ``"cosine"`` decays the rate to 0 over ``train.baseline_epochs`` after
+    ``train.warmup_epochs`` of linear warmup; it needs a known epoch length (``steps`` > 0).
+    """
+    t = cfg.train
+    if t.lr_schedule == "constant" or not t.baseline_epochs or t.baseline_model:
+        return lambda: make_optimizer(cfg, t.learning_rate)
+    if steps <= 0:
+        raise RunError(
+            "train.lr_schedule='cosine' needs a known epoch length; set train.steps_per_epoch."
+        )
+    total, warmup = steps * t.baseline_epochs, steps * t.warmup_epochs
+    return lambda: make_optimizer(cfg, t.learning_rate, cosine_steps=total, warmup_steps=warmup)
 
 
 def epoch_steps(cfg, dataset) -> int:
@@ -165,7 +187,7 @@ class Run:
         trainer = self.pruner.make_trainer(
             model,
             orth_beta=beta,
-            optimizer_factory=lambda: make_optimizer(cfg, cfg.train.learning_rate),
+            optimizer_factory=baseline_optimizer_factory(cfg, epoch_steps(cfg, self.data.train)),
         )
         if self.store.restore_optimizer(state, trainer.optimizer, model):
             logging.info("Resumed baseline training after epoch %d.", state["epoch"])

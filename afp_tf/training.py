@@ -61,6 +61,7 @@ def make_optimizer(
     schedule: str = "constant",
     decay_steps: int = 0,
     decay_rate: float = 0.1,
+    warmup_steps: int = 0,
 ) -> keras.optimizers.Optimizer:
     """A Keras optimizer by name; create it under ``strategy.scope()`` (or give Trainer a factory).
 
@@ -73,6 +74,8 @@ def make_optimizer(
         (multiplies by ``decay_rate`` every ``decay_steps`` steps).
       decay_steps: optimizer steps of the schedule, required unless ``schedule="constant"``.
       decay_rate: ``"step"`` schedule only.
+      warmup_steps: ``"cosine"`` only: the first of the ``decay_steps`` raise the rate linearly
+        from 0 to ``learning_rate``; the cosine decay spans the rest.
     """
     if name not in OPTIMIZERS:
         close = difflib.get_close_matches(str(name), OPTIMIZERS, n=1)
@@ -88,8 +91,17 @@ def make_optimizer(
         raise ValueError(f"Unknown schedule {schedule!r}; choose one of {SCHEDULES}.")
     if schedule != "constant" and decay_steps <= 0:
         raise ValueError(f"The {schedule!r} schedule needs decay_steps > 0, got {decay_steps}.")
+    if warmup_steps and (schedule != "cosine" or not 0 <= warmup_steps < decay_steps):
+        raise ValueError(
+            f"warmup_steps={warmup_steps} needs the cosine schedule and must be in "
+            f"[0, decay_steps={decay_steps})."
+        )
     lr: Any = learning_rate
-    if schedule == "cosine":
+    if schedule == "cosine" and warmup_steps:
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps - warmup_steps, warmup_target=learning_rate, warmup_steps=warmup_steps
+        )
+    elif schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     elif schedule == "step":
         lr = keras.optimizers.schedules.ExponentialDecay(

@@ -71,6 +71,7 @@ def _renderer(stem: str) -> Callable[[dict], str]:
         ("lenet5_fashion_mnist", _lenet),
         ("surgery_speed", _surgery),
         ("latency_", _latency),
+        ("ssd_", _ssd),
         ("frcnn_", _frcnn),
     ):
         if stem.startswith(prefix):
@@ -240,6 +241,38 @@ def _latency(d: dict) -> str:
     if isinstance(d.get("macs"), list) and len(d["macs"]) == 2:
         head = f"MACs {_m(d['macs'][0])} → {_m(d['macs'][1])}.\n\n"
     return head + _table(["format", "baseline ms", "pruned ms", "speed-up", "MACs ↓"], rows)
+
+
+def _ssd(d: dict) -> str:
+    """Detector: mAP per split, MACs per full frame and full-frame latency, before/after."""
+    maps, frame = d["map"], d["macs_per_frame"]
+    splits = [s for s in ("val", "accept", "test") if s in maps["baseline"]]
+    rows = [
+        [name, *(f"{maps[name][s]['map50']:.3f}" for s in splits)]
+        + [f"{maps[name]['test']['map']:.3f}", _m(frame[name]), f"{d[name]['params']:,}"]
+        for name in ("baseline", "pruned")
+    ]
+    header = ["model", *(f"{s} mAP@0.5" for s in splits), "test mAP@[.5:.95]", "MACs/frame"]
+    out = [
+        f"{d['data']}, {frame['frame'][1]}×{frame['frame'][0]} frames; tolerance "
+        f"{d['tolerance']:g} mAP@0.5 (decisions: {d['decision_metric']}); MACs ↓ "
+        f"{d['macs_reduction']:.2f}×, params ↓ {d['params_reduction']:.2f}×, "
+        f"{d['rounds']} rounds ({d['stop_reason']}), {d['wall_seconds']:.0f} s.\n",
+        _table([*header, "params"], rows),
+        "Full-frame latency, batch 1, one thread:\n",
+        _table(
+            ["artifact", "baseline ms", "pruned ms", "speed-up"],
+            [
+                [r.get("format") or r["artifact"]]
+                + [f"{r['baseline_ms']:.1f}", f"{r['pruned_ms']:.1f}", f"{r['speedup']:.2f}×"]
+                for r in d["latency"] + d["detection_latency"]
+            ],
+        ),
+        "Export checks passed: "
+        + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in sorted(d["export_passed"].items()))
+        + ".\n",
+    ]
+    return "\n".join(out)
 
 
 def _frcnn(d: dict) -> str:

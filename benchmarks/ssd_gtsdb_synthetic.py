@@ -4,13 +4,14 @@
 
 Runs the main job on ``configs/ssd_gtsdb_synthetic.py`` (baseline training on native-resolution
 crops, pruning rounds, fine-tuning, export with verification and latency), then evaluates
-mAP@0.5 and mAP@[.5:.95] of the baseline and pruned models on the full validation and test
-frames. The run is resumable: re-running the same command on the same workdir continues where
-it stopped (the wall time sums every invocation that did work). Recorded besides: MACs per
-full frame, epoch times, every exported artifact's mAP@0.5 next to the Keras model's (fp32
-and int8) and whether it passed (``export_passed``), latency of the raw artifacts (batch 1,
-one thread) and of image -> detections (``export/run_detector.py``: TFLite fp32/int8 with
-NMS inside, ONNX + NumPy NMS). The result goes to ``benchmarks/results/ssd_gtsdb_synthetic.json``.
+mAP@0.5 and mAP@[.5:.95] of the baseline and pruned models on the full validation, acceptance
+(the decisions' split) and test frames. The run is resumable: re-running the same command on the
+same workdir continues where it stopped (the wall time sums every invocation that did work; on a
+finished workdir it only re-evaluates and rewrites the result). Recorded besides: MACs per full
+frame, epoch times, every exported artifact's mAP@0.5 next to the Keras model's (fp32 and int8)
+and whether it passed (``export_passed``), latency of the raw artifacts (batch 1, one thread)
+and of image -> detections (``export/run_detector.py``: TFLite fp32/int8 with NMS inside, ONNX +
+NumPy NMS). The result goes to ``benchmarks/results/ssd_gtsdb_synthetic.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ CONFIG = "ssd_gtsdb_synthetic"
 
 
 def evaluate_map(cfg, workdir: Path) -> tuple[dict, dict]:
-    """mAP of baseline.keras and pruned.keras on the full val/test frames; MACs per frame."""
+    """mAP of baseline.keras and pruned.keras on the full val/accept/test frames; MACs per frame."""
     import keras  # noqa: PLC0415
 
     data = detection_task.load(cfg)
@@ -46,9 +47,11 @@ def evaluate_map(cfg, workdir: Path) -> tuple[dict, dict]:
     for name in ("baseline", "pruned"):
         model = keras.saving.load_model(workdir / f"{name}.keras", compile=False)
         macs[name] = stats.model_stats(at_input_size(model, *frame)).macs
+        splits = {"val": data.val, "accept": data.accept, "test": data.test}
         out[name] = {
             split: {k: round(v, 4) for k, v in evaluate_detector(model, ds, anchors).items()}
-            for split, ds in (("val", data.val), ("test", data.test))
+            for split, ds in splits.items()
+            if ds is not None
         }
     return out, {"frame": list(frame), "crop": list(crop), **macs}
 
@@ -128,7 +131,8 @@ def main() -> None:
         "epoch_seconds": epoch_seconds(args.workdir),
         "export_passed": export_passed,
         "export_map50": export_map50,
-        "decision_metric": "map50 on validation",
+        "decision_metric": "map50 on "
+        + ("acceptance" if cfg.data.accept_fraction else "validation"),
         "tolerance": cfg.prune.tolerance,
         "baseline": {k: base[k] for k in ("val", "test", "params", "macs", "filters")},
         "pruned": {k: pruned[k] for k in ("val", "test", "params", "macs", "filters", "floor")},

@@ -127,3 +127,31 @@ def test_compare_target_gain_over_one_point_met_else_not():
     assert far["met"] and far["equal_macs"]["met"]
     fewer = target({"a": a, "b": {"test": 0.9, "macs": 100}, "b15": {"test": 0.89, "macs": 150}})
     assert fewer["met"] and fewer["equal_accuracy"]["met"] and not fewer["equal_macs"]["met"]
+
+
+def test_readme_results_ssd_renders_splits_macs_and_latency():
+    model = {"params": 1000}
+    maps = {s: {"map50": 0.9, "map": 0.5} for s in ("val", "accept", "test")}
+    small = {**maps, "test": {"map50": 0.885, "map": 0.45}}
+    lat = {"baseline_ms": 30.0, "pruned_ms": 10.0, "speedup": 3.0}
+    result = {
+        "data": "synthetic",
+        "map": {"baseline": maps, "pruned": small},
+        "macs_per_frame": {"frame": [320, 544], "baseline": 4e8, "pruned": 1e8},
+        "baseline": model,
+        "pruned": {"params": 250},
+        "tolerance": 0.01,
+        "decision_metric": "map50 on acceptance",
+        "macs_reduction": 4.0,
+        "params_reduction": 4.0,
+        "rounds": 3,
+        "stop_reason": "MACs target reached",
+        "wall_seconds": 100.0,
+        "latency": [{"format": "tflite_int8", **lat}],
+        "detection_latency": [{"artifact": "model_int8_nms.tflite", **lat}],
+        "export_passed": {"tflite_int8": True, "onnx": False},
+    }
+    text = _module("readme_results")._renderer("ssd_gtsdb_synthetic")(result)
+    assert "| pruned | 0.900 | 0.900 | 0.885 | 0.450 | 100.000 M | 250 |" in text
+    assert "| model_int8_nms.tflite | 30.0 | 10.0 | 3.00× |" in text
+    assert "MACs ↓ 4.00×" in text and "onnx NO, tflite_int8 yes" in text

@@ -76,6 +76,9 @@ def test_apply_overrides_wrong_type_raises():
         ("prune.margin_z=-1.0", r"prune\.margin_z=-1.0 must be >= 0"),
         ("prune.max_failures=0", r"prune\.max_failures=0 must be >= 1"),
         ("data.accept_fraction=0.95", "val_fraction \\+ data.accept_fraction"),
+        ("train.lr_schedule=cosin", "Did you mean 'cosine'"),
+        ("train.warmup_epochs=1", "needs train.lr_schedule='cosine'"),
+        ("train.warmup_epochs=-1", r"train\.warmup_epochs=-1 must be >= 0"),
     ],
 )
 def test_validate_out_of_range_raises(override, message):

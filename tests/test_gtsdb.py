@@ -102,6 +102,30 @@ def test_standard_split_900_images_gives_600_300():
     assert max(a.path for a in splits["train"] + splits["val"]) == 599
 
 
+def test_standard_split_accept_fraction_is_disjoint_and_keeps_val():
+    fake = [gtsdb_layout.Annotation(i, 1, 1, np.zeros((0, 4)), np.zeros(0)) for i in range(900)]
+    plain = gtsdb.standard_split(fake, 0.1, seed=0)
+    splits = gtsdb.standard_split(fake, 0.1, seed=0, accept_fraction=0.2)
+    sizes = tuple(len(splits[k]) for k in ("train", "val", "accept", "test"))
+    assert sizes == (420, 60, 120, 300) and plain["accept"] == []
+    assert [a.path for a in splits["val"]] == [a.path for a in plain["val"]]
+    paths = [a.path for k in ("train", "val", "accept") for a in splits[k]]
+    assert sorted(paths) == list(range(600))
+
+
+def test_standard_split_fractions_leaving_no_training_image_raise():
+    fake = [gtsdb_layout.Annotation(i, 1, 1, np.zeros((0, 4)), np.zeros(0)) for i in range(30)]
+    with pytest.raises(ValueError, match="accept_fraction=0.5"):
+        gtsdb.standard_split(fake, 0.5, seed=0, accept_fraction=0.5)
+
+
+def test_load_gtsdb_accept_fraction_gives_accept_frames(layout):
+    data = gtsdb.load_gtsdb(_cfg(layout, accept_fraction=0.25))
+    assert (data.num_train, data.num_val, data.num_accept, data.num_test) == (4, 2, 2, 4)
+    images, _ = next(iter(data.accept))
+    assert images.shape == (2, 80, 136, 3)
+
+
 def test_load_gtsdb_categories_labels_and_shapes(layout):
     data = gtsdb.load_gtsdb(_cfg(layout))
     assert (data.num_train, data.num_val, data.num_test) == (6, 2, 4)
@@ -110,13 +134,13 @@ def test_load_gtsdb_categories_labels_and_shapes(layout):
     crops, _ = next(iter(data.train))
     assert crops.shape == (4, 64, 64, 3)
     images, targets = next(iter(data.test))
-    assert images.shape == (4, 80, 136, 3) and float(images.numpy().min()) >= 0
-    assert float(images.numpy().max()) <= 1.0
-    assert targets.shape == (4, 16, 5)
-    classes = targets.numpy()[..., 4]
-    assert set(np.unique(classes)) <= {-1, 0, 1, 2, 3}
-    real = targets.numpy()[classes >= 0, :4]
-    assert (real >= 0).all() and (real <= 1).all() and (real[:, 2:] > real[:, :2]).all()
+    assert images.shape == (4, 80, 136, 3) and targets.shape == (4, 16, 5)
+    # test = the last third in file order, pixels scaled to [0, 1], targets packed as written
+    test = gtsdb_layout.read_annotations(layout)[8:]
+    expected = np.stack([gtsdb_layout.read_ppm(a.path) for a in test]) / 255.0
+    np.testing.assert_allclose(images.numpy(), expected, atol=1e-6)
+    packed = np.stack([gtsdb_layout.pack_targets(a, "categories", 16) for a in test])
+    np.testing.assert_allclose(targets.numpy(), packed)
 
 
 def test_load_gtsdb_classes_labels_match_gt_file(layout):

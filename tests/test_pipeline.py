@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import tiny_job_config, tiny_job_overrides
 
-from afp_tf import pipeline
+from afp_tf import config_lib, pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -176,3 +176,29 @@ def test_pipeline_mixed_float16_pruned_model_keeps_float16_layers(tmp_path, tiny
     convs = [layer for layer in pruned.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [layer.compute_dtype for layer in convs] == ["float16", "float16"]
     assert all(w.dtype == "float32" for w in pruned.weights)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rates"),
+    [
+        ([], [0.02, 0.02, 0.02]),
+        (["train.lr_schedule=cosine"], [0.02, 0.01, 0.0]),
+        (["train.lr_schedule=cosine", "train.warmup_epochs=1"], [0.0, 0.02, 0.0]),
+    ],
+)
+def test_baseline_optimizer_factory_schedule_over_baseline_epochs(overrides, rates):
+    cfg = config_lib.load_config("lenet5_fashion_mnist")  # sgd at 0.02
+    config_lib.apply_overrides(cfg, ["train.baseline_epochs=2", *overrides])
+    optimizer = pipeline.baseline_optimizer_factory(cfg, steps=5)()
+    seen = []
+    for step in (0, 5, 10):  # start, after epoch 1, the end of epoch 2
+        optimizer.iterations.assign(step)
+        seen.append(float(optimizer.learning_rate))
+    assert seen == pytest.approx(rates, abs=1e-7)
+
+
+def test_baseline_optimizer_factory_cosine_unknown_length_raises():
+    cfg = config_lib.load_config("lenet5_fashion_mnist")
+    config_lib.apply_overrides(cfg, ["train.lr_schedule=cosine"])
+    with pytest.raises(pipeline.RunError, match="train.steps_per_epoch"):
+        pipeline.baseline_optimizer_factory(cfg, steps=0)

@@ -195,6 +195,8 @@ def test_make_optimizer_known_names_return_optimizer(name, kw, expected):
         ("sgd", {"schedule": "cosine"}, "decay_steps > 0"),
         ("sgd", {"schedule": "linear"}, "Unknown schedule"),
         ("sgd", {"momentum": 1.5}, "momentum"),
+        ("sgd", {"schedule": "step", "decay_steps": 4, "warmup_steps": 2}, "warmup_steps"),
+        ("sgd", {"schedule": "cosine", "decay_steps": 4, "warmup_steps": 4}, "warmup_steps"),
     ],
 )
 def test_make_optimizer_bad_arguments_raise(name, kw, message):
@@ -207,6 +209,18 @@ def test_make_optimizer_step_schedule_decays_learning_rate():
     assert float(optimizer.learning_rate) == pytest.approx(0.1)
     optimizer.iterations.assign(4)
     assert float(optimizer.learning_rate) == pytest.approx(0.025)
+
+
+def test_make_optimizer_cosine_warmup_rises_then_decays_to_zero():
+    optimizer = training.make_optimizer(
+        "adam", 0.1, schedule="cosine", decay_steps=12, warmup_steps=2
+    )
+    rates = []
+    for step in (0, 1, 2, 7, 12):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    # linear from 0 to 0.1 over 2 steps, then cosine over the other 10: half-way at step 7
+    assert rates == pytest.approx([0.0, 0.05, 0.1, 0.05, 0.0], abs=1e-6)
 
 
 def _train_twice(options, epochs=2, data=None):

@@ -3,8 +3,9 @@
 Layout (``FullIJCNN2013.zip``): a folder with ``00000.ppm`` ... ``00899.ppm`` (1360x800) and
 ``gt.txt`` with lines ``file;x1;y1;x2;y2;class_id`` (:mod:`afp_tf.data.gtsdb_layout`).
 Standard split: the first 600 images (in file order) train, the last 300 test; smaller sets
-keep the 2:1 ratio. Validation is a seeded ``val_fraction`` of the training images. Images
-without a sign are kept as negatives.
+keep the 2:1 ratio. Validation is a seeded ``val_fraction`` of the training images and the
+acceptance split (pruning decisions only, never trained on or early-stopped on) a further
+``accept_fraction`` of them (0: none). Images without a sign are kept as negatives.
 
 Scale: nothing is resized. Training batches are ``image_size`` x ``image_size`` crops at native
 resolution with sign-aware sampling plus negatives (:mod:`afp_tf.data.gtsdb_crops`);
@@ -18,7 +19,7 @@ Config keys read from ``cfg.data`` (defaults in :data:`DEFAULTS` when absent): `
 (``auto``/``local``: the real set, downloaded if allowed; ``synthetic``: generated in the same
 layout), ``data_dir``, ``download``, ``url``, ``sha256``, ``labels``, ``image_size`` (training
 crop side), ``crops_per_image``, ``negative_crops`` (fraction of crops placed anywhere),
-``max_boxes``, ``batch_size``, ``eval_batch_size``, ``val_fraction``, ``seed``,
+``max_boxes``, ``batch_size``, ``eval_batch_size``, ``val_fraction``, ``accept_fraction``, ``seed``,
 ``synthetic_images``, ``synthetic_scale`` (synthetic frame size relative to 1360x800),
 ``synthetic_sign_scale`` (sign size relative to the native 16-128 px; 1 by default).
 """
@@ -85,6 +86,8 @@ class DetectionData:
     num_test: int
     source: str
     sample: Callable[[str, int], tuple[np.ndarray, np.ndarray]]
+    accept: tf.data.Dataset | None = None
+    num_accept: int = 0
 
 
 def find_layout(root: str | Path) -> Path:
@@ -102,22 +105,33 @@ def find_layout(root: str | Path) -> Path:
 
 
 def standard_split(
-    annotations: list[Annotation], val_fraction: float, seed: int
+    annotations: list[Annotation], val_fraction: float, seed: int, accept_fraction: float = 0.0
 ) -> dict[str, list[Annotation]]:
-    """First 2/3 (600 of 900) train, last 1/3 test; a seeded ``val_fraction`` of train is val."""
+    """First 2/3 (600 of 900) train, last 1/3 test; seeded fractions of train are val, accept.
+
+    ``accept`` is empty when ``accept_fraction`` is 0; ``val`` does not depend on it.
+    """
     num_train = round(len(annotations) * 600 / 900)
     train, test = annotations[:num_train], annotations[num_train:]
-    if not 0 < val_fraction < 1 or len(train) < 2 or not test:
+    num_val = max(1, round(len(train) * val_fraction))
+    num_accept = max(1, round(len(train) * accept_fraction)) if accept_fraction else 0
+    if (
+        not 0 < val_fraction < 1
+        or not 0 <= accept_fraction < 1
+        or not test
+        or num_val + num_accept >= len(train)
+    ):
         raise ValueError(
-            f"Cannot split {len(annotations)} images with val_fraction={val_fraction}: need "
-            "0 < val_fraction < 1 and at least 3 images (validation is carved from train)."
+            f"Cannot split {len(annotations)} images with val_fraction={val_fraction} and "
+            f"accept_fraction={accept_fraction}: the last third is test; validation and "
+            "acceptance (at least one image each) must leave at least one image to train on."
         )
-    order = np.random.default_rng(seed).permutation(len(train))
-    num_val = min(len(train) - 1, max(1, round(len(train) * val_fraction)))
-    val_idx = set(order[:num_val].tolist())
+    order = np.random.default_rng(seed).permutation(len(train)).tolist()
+    val_idx, accept_idx = set(order[:num_val]), set(order[num_val : num_val + num_accept])
     return {
-        "train": [a for i, a in enumerate(train) if i not in val_idx],
+        "train": [a for i, a in enumerate(train) if i not in val_idx | accept_idx],
         "val": [a for i, a in enumerate(train) if i in val_idx],
+        "accept": [a for i, a in enumerate(train) if i in accept_idx],
         "test": test,
     }
 
@@ -228,7 +242,12 @@ def load_gtsdb(cfg) -> DetectionData:
     layout, source = locate(data_cfg)
     annotations = read_annotations(layout)
     height, width = frame_size(annotations)
-    splits = standard_split(annotations, float(data_cfg.val_fraction), data_cfg.seed)
+    splits = standard_split(
+        annotations,
+        float(data_cfg.val_fraction),
+        data_cfg.seed,
+        accept_fraction=float(data_cfg.get("accept_fraction", 0.0) or 0.0),
+    )
     crop, max_boxes = int(_option(data_cfg, "image_size")), int(_option(data_cfg, "max_boxes"))
     common = {"labels": labels, "max_boxes": max_boxes}
     eval_batch = int(data_cfg.eval_batch_size or data_cfg.batch_size)
@@ -255,6 +274,12 @@ def load_gtsdb(cfg) -> DetectionData:
         train=train,
         val=frame_dataset(splits["val"], batch_size=eval_batch, **common),
         test=frame_dataset(splits["test"], batch_size=eval_batch, **common),
+        accept=(
+            frame_dataset(splits["accept"], batch_size=eval_batch, **common)
+            if splits["accept"]
+            else None
+        ),
+        num_accept=len(splits["accept"]),
         input_shape=(crop, crop, 3),
         frame_shape=(height, width, 3),
         num_classes=len(names),

@@ -5,7 +5,10 @@ Config keys beyond the base config (read with defaults when absent): ``model.bac
 ``model.min_size`` / ``model.max_size`` in pixels (16 / 128: GTSDB's sign sizes) with
 ``model.scales_per_octave`` (3), and the ``data`` keys of :mod:`afp_tf.data.gtsdb`. The model
 trains on native-resolution crops and is evaluated on full frames. The decision metric is
-``map50`` (mAP@0.5 on the validation split); ``map`` is COCO mAP@[.5:.95].
+``map50`` (mAP@0.5; on the acceptance split when ``data.accept_fraction`` > 0, else on
+validation); ``map`` is COCO mAP@[.5:.95]. mAP is not a proportion of independent trials, so
+the binomial acceptance margin (``prune.margin_z``) does not apply: the margin is 0 and the
+held-out acceptance split is what keeps recovery's early stopping out of the decision.
 """
 
 from __future__ import annotations
@@ -60,11 +63,14 @@ def load(cfg) -> TaskData:
         ),
         train=data.train,
         val=data.val,
+        accept=data.accept,  # accept_size stays 0: no binomial margin for mAP
         test=data.test,
         build_model=build_model,
         sample=data.sample,
         description=(
-            f"{data.source}: {data.num_train} train / {data.num_val} val / {data.num_test} test, "
+            f"{data.source}: {data.num_train} train / {data.num_val} val / "
+            + (f"{data.num_accept} accept / " if data.num_accept else "")
+            + f"{data.num_test} test, "
             f"{data.num_classes} classes, {data.input_shape[0]} px crops for training, "
             f"{data.frame_shape[1]}x{data.frame_shape[0]} frames for evaluation"
         ),
