@@ -286,6 +286,19 @@ class PruningRateController:
             self.stop_reason = "round budget"
         return self.stop_reason
 
+    LIMITS = ("max_rounds", "max_failures", "max_nonfinite")
+
+    def update_limits(self, other: PruningRateController) -> dict[str, tuple[Any, Any]]:
+        """Takes ``other``'s stopping limits (``LIMITS``: a resumed run follows its current
+        config's budget); returns ``{name: (old, new)}`` for those that changed."""
+        changed = {}
+        for name in self.LIMITS:
+            old, new = getattr(self, name), getattr(other, name)
+            if old != new:
+                changed[name] = (old, new)
+                setattr(self, name, new)
+        return changed
+
     _CONFIG = (
         "baseline",
         "tolerance",

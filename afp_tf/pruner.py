@@ -227,6 +227,12 @@ class Pruner:
         says whether the model is a new one.
         """
         controller = prc.PruningRateController.from_dict(state.controller)
+        changed = controller.update_limits(self.options.controller(controller.baseline, 1))
+        if changed:
+            logging.warning(
+                "Resumed pruning follows the config's limits: %s.",
+                ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()),
+            )
         analysis = surgery.analyze(model)  # of the last good model; each new one is walked once
         while state.stop_reason is None:
             state.stop_reason = controller.should_stop()

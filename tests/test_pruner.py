@@ -1,5 +1,7 @@
 """Pruner rounds with a fake trainer (scripted metrics, no training): every controller branch."""
 
+import copy
+
 import keras
 import numpy as np
 import pytest
@@ -271,3 +273,24 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert surgery.find_channel_groups(resumed)  # still a prunable, well-formed model
+
+
+@pytest.mark.parametrize("max_rounds, rounds", [(1, 1), (2, 2)])
+def test_run_resumed_follows_current_config_round_budget(max_rounds, rounds):
+    """Killed after round 1 of a 3-round run, resumed with a different max_rounds."""
+    first = FakePruner({"score": _free}, max_rounds=3, rule="fixed")
+    model = _model()
+    saved = []
+
+    def kill_after_first(state, good, changed):
+        saved.append((copy.deepcopy(state), good))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        first.run(model, first.start(model, baseline_macs=1000), on_round_end=kill_after_first)
+    state, good = saved[0]
+    assert state.stop_reason is None and state.round == 1
+    resumed = FakePruner({"score": _free}, max_rounds=max_rounds, rule="fixed")
+    _, state = resumed.run(good, state)
+    assert [h["outcome"] for h in state.history] == ["accepted"] * rounds
+    assert state.stop_reason == "round budget"
