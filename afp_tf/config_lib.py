@@ -292,8 +292,9 @@ def detection_config() -> ml_collections.ConfigDict:
     c.model.name = "ssd"
     c.model.backbone = "mobilenet"  # mobilenet | vgg16 (the paper's)
     c.model.head_depth = 1
-    c.model.min_scale = 0.05
-    c.model.max_scale = 0.6
+    c.model.min_size = 16  # default boxes from 16 to 128 px (GTSDB's sign sizes)
+    c.model.max_size = 128
+    c.model.scales_per_octave = 3
     c.data.name = "gtsdb"
     c.data.data_dir = "~/.cache/afp_tf/gtsdb"
     c.data.url = (
