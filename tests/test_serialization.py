@@ -59,10 +59,58 @@ def _functional_backbone():
     return backbone, behaviour, {"pyramid_level_inputs": {"P3": "p3", "P4": "p4"}}
 
 
+def _roi_align():
+    from afp_tf.detection.roi_align import ROIAlign
+
+    args = {"image_size": [64, 64], "pool_size": 2, "sampling_ratio": 1, "canonical_size": 16.0}
+    rng = np.random.default_rng(3)
+    fine = tf.constant(rng.normal(size=(1, 16, 16, 3)), tf.float32)
+    coarse = tf.constant(rng.normal(size=(1, 8, 8, 3)), tf.float32)
+    boxes = tf.constant([[[0.1, 0.1, 0.3, 0.3], [0.2, 0.1, 0.9, 0.8]]], tf.float32)
+    return ROIAlign(**args), lambda layer: layer([fine, coarse, boxes]).numpy(), args
+
+
+def _frcnn_anchors():
+    from afp_tf.models.frcnn import rpn_anchors
+
+    return rpn_anchors(16, 1, (1.0,))
+
+
+def _rpn_proposals():
+    from afp_tf.detection.proposals import RPNProposals
+
+    spec = _frcnn_anchors()
+    args = {"image_size": [64, 64], "pre_nms": 20, "post_nms": 4, "iou_threshold": 0.6}
+    layer = RPNProposals(spec.to_dict(), **args)
+    rng = np.random.default_rng(4)
+    n = len(layer.boxes)
+    logits = tf.constant(rng.normal(size=(1, n)), tf.float32)
+    deltas = tf.constant(0.1 * rng.normal(size=(1, n, 4)), tf.float32)
+    return layer, lambda lay: lay([logits, deltas]).numpy(), {"anchors": spec.to_dict(), **args}
+
+
+def _frcnn_loss():
+    from afp_tf.detection.frcnn_loss import FasterRCNNLoss
+
+    spec = _frcnn_anchors()
+    args = {"image_size": [64, 64], "num_classes": 3, "num_rois": 2, "roi_fg_iou": 0.4}
+    loss = FasterRCNNLoss(spec, **args)
+    rng = np.random.default_rng(5)
+    rois = rng.uniform(0.0, 0.4, size=(2, 4 + 4 + 12)).astype(np.float32)
+    rois[:, 2:4] += 0.5  # x2, y2 beyond x1, y1
+    y_pred = np.concatenate([rng.normal(size=5 * len(loss.boxes)), rois.reshape(-1)])[None]
+    y_true = -np.ones((1, 4, 5), np.float32)
+    y_true[0, 0] = [0.1, 0.1, 0.6, 0.7, 1]
+    return loss, lambda lo: lo(y_true, tf.constant(y_pred, tf.float32)).numpy(), args
+
+
 CASES = {
     "afp_tf>OrthogonalRegularizer": _orthogonal_regularizer,
     "afp_tf>SSDLoss": _ssd_loss,
     "afp_tf>FunctionalBackbone": _functional_backbone,
+    "afp_tf>ROIAlign": _roi_align,
+    "afp_tf>RPNProposals": _rpn_proposals,
+    "afp_tf>FasterRCNNLoss": _frcnn_loss,
 }
 
 
