@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from ssd_gtsdb_synthetic import epoch_seconds  # noqa: E402
+from detection_common import detection_latency, epoch_seconds  # noqa: E402
 
-from afp_tf import config_lib, io_utils, latency, pipeline, stats  # noqa: E402
+from afp_tf import config_lib, io_utils, pipeline, stats  # noqa: E402
 from afp_tf.detection import frcnn_task  # noqa: E402
 from afp_tf.detection.frcnn_decode import evaluate_frcnn  # noqa: E402
 
@@ -63,28 +63,6 @@ def export_checks(workdir: Path) -> tuple[dict, dict]:
     return passed, map50
 
 
-def detection_latency(workdir: Path, runs: int) -> list[dict]:
-    """Image -> detections at batch 1, one thread, of the TFLite artifacts."""
-    rows = []
-    for artifact in TIMED:
-        ms = {
-            name: latency.measure_latency(
-                workdir / "export" / name / artifact, runs=runs, warmup=5, runner="run_detector.py"
-            )["median_ms"]
-            for name in ("baseline", "pruned")
-        }
-        rows.append(
-            {
-                "artifact": artifact,
-                "baseline_ms": ms["baseline"],
-                "pruned_ms": ms["pruned"],
-                "speedup": ms["baseline"] / ms["pruned"],
-                "runs": runs,
-            }
-        )
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, type=Path)
@@ -119,7 +97,7 @@ def main() -> None:
         "macs_reduction": summary["reduction"]["macs"],
         "rounds": summary["rounds"],
         "stop_reason": summary["stop_reason"],
-        "detection_latency": detection_latency(args.workdir, cfg.export.latency_runs),
+        "detection_latency": detection_latency(args.workdir, TIMED, cfg.export.latency_runs),
     }
     path = common.write_result(CONFIG, result)
     print(f"wrote {path}")

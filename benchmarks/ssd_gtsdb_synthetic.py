@@ -17,17 +17,15 @@ NumPy NMS). The result goes to ``benchmarks/results/ssd_gtsdb_synthetic.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+from detection_common import detection_latency, epoch_seconds  # noqa: E402
 
-from afp_tf import config_lib, io_utils, latency, pipeline, stats  # noqa: E402
+from afp_tf import config_lib, io_utils, pipeline, stats  # noqa: E402
 from afp_tf.detection import task as detection_task  # noqa: E402
 from afp_tf.detection.metrics import evaluate_detector  # noqa: E402
 from afp_tf.models.ssd import at_input_size  # noqa: E402
@@ -56,19 +54,6 @@ def evaluate_map(cfg, workdir: Path) -> tuple[dict, dict]:
     return out, {"frame": list(frame), "crop": list(crop), **macs}
 
 
-def epoch_seconds(workdir: Path) -> dict:
-    """Median wall seconds per epoch (training + validation) of each phase, from metrics.jsonl."""
-    events = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    out = {}
-    for phase in ("baseline", "recover", "finetune"):
-        times = [e["time"] for e in events if e["phase"] == phase]
-        gaps = np.diff(times)
-        gaps = gaps[(gaps > 0) & (gaps < 3600)]
-        if len(gaps):
-            out[phase] = round(float(np.median(gaps)), 1)
-    return out
-
-
 def export_checks(workdir: Path) -> tuple[dict, dict]:
     """Per artifact: passed (baseline and pruned) and mAP@0.5 on the export's val frames."""
     passed, map50 = {}, {}
@@ -80,28 +65,6 @@ def export_checks(workdir: Path) -> tuple[dict, dict]:
             map50.setdefault(fmt, {})[name] = round(row["metric"], 4)
             map50[fmt][f"{name}_keras"] = round(row["keras_metric"], 4)
     return passed, map50
-
-
-def detection_latency(workdir: Path, runs: int) -> list[dict]:
-    """Image -> detections at batch 1, one thread: TFLite with NMS inside, ONNX + NumPy NMS."""
-    rows = []
-    for artifact in ("model_fp32_nms.tflite", "model_int8_nms.tflite", "model.onnx"):
-        ms = {
-            name: latency.measure_latency(
-                workdir / "export" / name / artifact, runs=runs, warmup=5, runner="run_detector.py"
-            )["median_ms"]
-            for name in ("baseline", "pruned")
-        }
-        rows.append(
-            {
-                "artifact": artifact,
-                "baseline_ms": ms["baseline"],
-                "pruned_ms": ms["pruned"],
-                "speedup": ms["baseline"] / ms["pruned"],
-                "runs": runs,
-            }
-        )
-    return rows
 
 
 def main() -> None:
@@ -142,7 +105,11 @@ def main() -> None:
         "stop_reason": summary["stop_reason"],
         "latency": [r for r in latency if r["format"].startswith("tflite")],
         "latency_all_formats": latency,
-        "detection_latency": detection_latency(args.workdir, cfg.export.latency_runs),
+        "detection_latency": detection_latency(
+            args.workdir,
+            ("model_fp32_nms.tflite", "model_int8_nms.tflite", "model.onnx"),
+            cfg.export.latency_runs,
+        ),
     }
     path = common.write_result(CONFIG, result)
     print(f"wrote {path}")
