@@ -164,8 +164,9 @@ def test_remove_filters_spatial_rearrangement_passes_channels_exact(rearrange):
         lambda t: ops.tile(t, (1, 1, 1, 2)),
         lambda t: ops.flip(t, axis=3),
         lambda t: ops.transpose(t, (0, 3, 1, 2)),
+        lambda t: ops.pad(t, 1),
     ],
-    ids=["repeat", "tile", "flip", "transpose"],
+    ids=["repeat", "tile", "flip", "transpose", "pad-every-axis"],
 )
 def test_find_channel_groups_rearranging_channel_axis_is_boundary(rearrange):
     inp = keras.Input((8, 8, 3))

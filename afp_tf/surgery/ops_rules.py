@@ -125,7 +125,8 @@ def _keeps_last_axis(op, rank: int) -> bool:
         repeats = op.repeats if isinstance(op.repeats, (list, tuple)) else [op.repeats]
         return int(repeats[-1]) == 1
     if isinstance(op, np_ops.Pad):
-        return [int(w) for w in np.reshape(op.pad_width, (-1, 2))[-1]] == [0, 0]
+        width = np.asarray(op.pad_width)  # a scalar or one pair pads every axis
+        return width.shape == (rank, 2) and width[-1].tolist() == [0, 0]
     if isinstance(op, np_ops.Transpose):
         return op.axes is not None and int(op.axes[-1]) % rank == rank - 1
     return op.axis is not None and not _channel_axis(op.axis, rank)  # repeat, flip, roll
