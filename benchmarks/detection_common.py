@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import common
 import numpy as np
 
-from afp_tf import latency
+from afp_tf import config_lib, latency, pipeline
+
+
+def run_config(config: str, description: str) -> tuple[argparse.Namespace, object, dict, dict]:
+    """Parses ``--workdir``, ``--note`` and ``--config.KEY=V`` overrides, then runs (or resumes)
+    the pipeline of ``config`` on the workdir, timed over invocations. Returns ``(args, cfg,
+    summary, wall)``: ``args.overrides`` as given, ``wall["seconds"]`` the summed wall time."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--note", default="", help="recorded with the result")
+    args, overrides = parser.parse_known_args()
+    args.overrides = overrides  # recorded with the result
+    cfg = config_lib.load_config(config)
+    config_lib.apply_overrides(
+        cfg, ["train.progress=false", *(o.removeprefix("--config.") for o in args.overrides)]
+    )
+    finished_before = (args.workdir / "report.json").is_file()
+    with common.wall_clock(args.workdir, count=not finished_before) as wall:
+        summary = pipeline.run(cfg, args.workdir)
+    return args, cfg, summary, wall
 
 
 def epoch_seconds(workdir: Path) -> dict:

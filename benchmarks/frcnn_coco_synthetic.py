@@ -16,16 +16,15 @@ The result goes to ``benchmarks/results/frcnn_coco_synthetic.json``; the key lay
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from detection_common import detection_latency, epoch_seconds  # noqa: E402
+from detection_common import detection_latency, epoch_seconds, run_config  # noqa: E402
 
-from afp_tf import config_lib, io_utils, pipeline, stats  # noqa: E402
+from afp_tf import io_utils, stats  # noqa: E402
 from afp_tf.detection import frcnn_task  # noqa: E402
 from afp_tf.detection.frcnn_decode import evaluate_frcnn  # noqa: E402
 
@@ -64,24 +63,14 @@ def export_checks(workdir: Path) -> tuple[dict, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, type=Path)
-    parser.add_argument("--note", default="", help="recorded with the result")
-    args, overrides = parser.parse_known_args()
-    cfg = config_lib.load_config(CONFIG)
-    config_lib.apply_overrides(
-        cfg, ["train.progress=false", *(o.removeprefix("--config.") for o in overrides)]
-    )
-    finished_before = (args.workdir / "report.json").is_file()
-    with common.wall_clock(args.workdir, count=not finished_before) as wall:
-        summary = pipeline.run(cfg, args.workdir)
+    args, cfg, summary, wall = run_config(CONFIG, __doc__.splitlines()[0])
     base, pruned = summary["baseline"], summary["pruned"]
     maps, macs = evaluate_map(cfg, args.workdir)
     export_passed, export_map50 = export_checks(args.workdir)
     result = {
         "config": CONFIG,
         "note": args.note,
-        "overrides": overrides,
+        "overrides": args.overrides,
         "data": "synthetic COCO-format set (generated, seed 0)",
         "wall_seconds": round(wall["seconds"], 1),
         "map": maps,
