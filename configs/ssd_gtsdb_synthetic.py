@@ -19,14 +19,17 @@ tower per level.
 Splits of the 1,200 frames: 480 train, 160 validation (recovery's early stopping,
 fine-tuning), 160 acceptance (pruning decisions only), 400 test. The baseline's learning
 rate warms up for 2 epochs and decays to 0 (cosine) over 30; pruning recovers at 5e-4.
-ε = 1 mAP@0.5 point; rounds remove up to 30 % of the filters, ranked by importance per MAC,
-and pruning stops once MACs are at most 30 % of the baseline's.
+ε = 1 mAP@0.5 point; gentle rounds remove up to 15 % of the filters (at most 25 % of a
+group), ranked by importance per MAC, with up to 4 recovery epochs, and pruning stops once
+MACs are at most 33 % of the baseline's (3x) or after 10 rounds.
 
 Runtime, measured on this project's shared 2-core CPU with other jobs running (load 9-14):
 a baseline epoch (960 crops plus 160 validation frames) took 74-247 s, median 96 s; the 30
-baseline epochs took 51 minutes, one pruning round (a penalty epoch plus 3 recovery epochs)
-11 minutes. benchmarks/results/ssd_gtsdb_synthetic.json records the run's wall time and
-per-phase epoch times.
+baseline epochs took 51 minutes. With load 5-7, the 10 gentle rounds took 1-6 minutes each
+(25 minutes in all); from the trained baseline to the exported, evaluated models
+36 minutes.
+benchmarks/results/ssd_gtsdb_synthetic.json records the run's wall time and per-phase
+epoch times.
 ``:quick`` is a smoke run (a few minutes on a shared CPU): fewer, smaller images, one round
 with an absolute tolerance of 0.9 mAP points so that a barely trained detector still loses
 filters.
@@ -61,13 +64,17 @@ def get_config(arg=None):
     c.orth.during_baseline = False
     c.orth.beta = 1e-4
     c.prune.tolerance = 0.01
-    c.prune.macs_target = 0.3
-    c.prune.p_max = 0.3
+    c.prune.macs_target = 0.33  # stop at 3x fewer MACs
+    # Gentle rounds: one that removed 55 % of the MACs at once (p_max 0.3, up to half of a
+    # group, stem and early blocks first) left val mAP@0.5 at 0.015 (0.61 after
+    # 3 recovery epochs, below the floor).
+    c.prune.p_max = 0.15
+    c.prune.max_group_fraction = 0.25
     c.prune.cost = "macs"  # importance per MAC: prefer the filters that cost most
     c.prune.learning_rate = 5e-4  # the baseline's rate has decayed to 0: recover gently
-    c.prune.max_rounds = 4
+    c.prune.max_rounds = 10
     c.prune.max_failures = 2
-    c.prune.recovery_epochs = 3  # recovery stops early once the metric is back
+    c.prune.recovery_epochs = 4  # recovery stops early once the metric is back
     c.prune.finetune_epochs = 2
     c.export.formats = "saved_model,tflite_fp32,tflite_int8,onnx"
     c = config_lib.with_arg(c, arg)
