@@ -33,7 +33,7 @@ run: setup data
 	$(VENV)/bin/afp-tf --config $(CONFIG) --workdir $(WORKDIR)
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadfile --timeout 900 -q -p no:cacheprovider
+	$(PY) -m pytest -n 2 --dist loadfile --timeout 900 -q -p no:cacheprovider --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow" -p no:cacheprovider

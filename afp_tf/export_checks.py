@@ -219,6 +219,32 @@ def checked(fmt: Format, path: Path, runner, failures: list[str], **values) -> d
     }
 
 
+def detector_checked(
+    path: Path, runner, map50: float, keras_map50: float, tolerance: float, against: str, **values
+) -> dict:
+    """The report entry of a detector artifact (NMS inside): its mAP@0.5 must be within
+    ``tolerance`` of the Keras model's (``against`` names that reference), on either side;
+    ``values`` are further measurements."""
+    failures = []
+    if not abs(map50 - keras_map50) <= tolerance:
+        failures.append(
+            f"mAP@0.5 {map50:.4f} differs from {against} {keras_map50:.4f} by more than "
+            f"{tolerance:g}"
+        )
+    return {
+        "status": "failed" if failures else "passed",
+        "path": str(path),
+        "size_bytes": artifact_size(path),
+        "metric": map50,
+        "keras_metric": keras_map50,
+        **values,
+        "thresholds": {"max_map50_difference": tolerance},
+        "runtime": runner.runtime,
+        "passed": not failures,
+        "failures": failures,
+    }
+
+
 def not_written(fmt: Format, status: str, cause: str) -> dict:
     """The report entry of a format that was skipped or failed before it could be checked."""
     return {

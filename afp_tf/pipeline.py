@@ -1,7 +1,8 @@
 """One run of the main job: data → model → baseline → pruning rounds → fine-tune → export → report.
 
 Every phase ends with a checkpoint (``checkpoint.RunStore``); re-running on the same workdir
-resumes at the phase (and epoch or round) where the last run stopped.
+resumes at the phase (and epoch or round) where the last run stopped. A run its round budget
+stopped goes back to pruning when the resuming config allows more rounds (``extends_pruning``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ class RunError(RuntimeError):
 def run(cfg, workdir: str | os.PathLike) -> dict[str, Any]:
     """Runs (or resumes) the experiment ``cfg`` in ``workdir``; returns the report summary."""
     return Run(cfg, workdir).execute()
+
+
+def extends_pruning(cfg, state: dict[str, Any] | None) -> bool:
+    """Whether resuming ``state`` under ``cfg`` reopens pruning: its rounds were stopped by the
+    round budget and ``cfg.prune.max_rounds`` now allows more attempts."""
+    if not state or not cfg.prune.enabled or state.get("phase") in ("baseline", "pruning"):
+        return False
+    prune = state.get("prune") or {}
+    attempts = prune.get("controller", {}).get("attempts", 0)
+    return prune.get("stop_reason") == "round budget" and cfg.prune.max_rounds > attempts
+
+
+def finished(cfg, workdir: str | os.PathLike) -> bool:
+    """Whether running ``cfg`` on ``workdir`` has nothing left to do."""
+    state = checkpoint.RunStore(Path(workdir).expanduser().resolve()).load()
+    return bool(state) and state["phase"] == "done" and not extends_pruning(cfg, state)
 
 
 def make_optimizer(
@@ -114,6 +131,8 @@ class Run:
         logging.info("Run %s in %s, phase %s.", self.cfg.name, self.workdir, self.state["phase"])
         self.data = load_task(self.cfg)
         self.pruner = self._make_pruner()
+        if extends_pruning(self.cfg, self.state):
+            self._reopen_pruning()
         phases = {
             "baseline": self._baseline,
             "pruning": self._prune,
@@ -230,10 +249,33 @@ class Run:
         )
         self._save("pruning", model, tag="baseline")
 
+    def _reopen_pruning(self) -> None:
+        """Back to pruning from the current (fine-tuned) model, its metrics measured again."""
+        with self.strategy.scope():
+            model = self.store.load_model(self.state)
+        pstate = PruneState.from_dict(self.state["prune"])
+        trainer, name = self.pruner.make_trainer(model, orth_beta=0.0), self.data.task.metric_name
+        pstate.val_metric = float(self.pruner.evaluate(trainer, "val")[name])
+        pstate.metric = float(self.pruner.evaluate(trainer, "accept")[name])
+        pstate.stop_reason = None
+        pstate.controller = {**pstate.controller, "stop_reason": None}
+        logging.warning(
+            "Pruning stopped by its round budget after %d attempts; prune.max_rounds=%d reopens "
+            "it from the current pruned model (decision metric %.4f).",
+            pstate.controller["attempts"],
+            self.cfg.prune.max_rounds,
+            pstate.metric,
+        )
+        self.state["prune"] = pstate.to_dict()
+        for key in ("pruned", "export"):
+            self.state.pop(key, None)
+        self._save("pruning", None)
+
     def _prune(self) -> None:
         with self.strategy.scope():
             model = self.store.load_model(self.state)
         pstate = PruneState.from_dict(self.state["prune"])
+        pstate.baseline_macs = pstate.baseline_macs or self.state["baseline"]["macs"]
         if pstate.round:
             logging.info("Resuming pruning after round %d.", pstate.round)
 
@@ -268,6 +310,7 @@ class Run:
                 start_metric=before,
                 stop_on_nonfinite=True,
             )
+            state["prune"]["epoch"] = pstate.epoch  # a reopened pruning goes on after it
             decision = self.pruner.evaluate(self.pruner.make_trainer(tuned), "accept")
             if best > before and controller.meets_floor(decision[self.data.task.metric_name]):
                 model = tuned

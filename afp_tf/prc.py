@@ -266,7 +266,7 @@ class PruningRateController:
         self.stop_reason = self._stop_reason(outcome)
         return self.stop_reason
 
-    def _stop_reason(self, outcome: str) -> str | None:
+    def _stop_reason(self, outcome: str | None) -> str | None:
         if outcome == "no candidates":
             return "no candidates left"
         if self.failures >= self.max_failures:
@@ -281,18 +281,21 @@ class PruningRateController:
         return None
 
     def should_stop(self) -> str | None:
-        """The stop reason so far (one of ``STOP_REASONS``), or None to run another round."""
-        if self.stop_reason is None and self.attempts >= self.max_rounds:
-            self.stop_reason = "round budget"
+        """The stop reason so far (one of ``STOP_REASONS``), or None to run another round; every
+        limit is checked again (a resumed run may have changed them)."""
+        if self.stop_reason is None:
+            self.stop_reason = self._stop_reason(None)
         return self.stop_reason
 
-    LIMITS = ("max_rounds", "max_failures", "max_nonfinite")
+    LIMITS = ("max_rounds", "max_failures", "max_nonfinite", "macs_target")
 
-    def update_limits(self, other: PruningRateController) -> dict[str, tuple[Any, Any]]:
-        """Takes ``other``'s stopping limits (``LIMITS``: a resumed run follows its current
+    def update_limits(
+        self, other: PruningRateController, names: tuple[str, ...] = LIMITS
+    ) -> dict[str, tuple[Any, Any]]:
+        """Takes ``other``'s stopping limits ``names`` (a resumed run follows its current
         config's budget); returns ``{name: (old, new)}`` for those that changed."""
         changed = {}
-        for name in self.LIMITS:
+        for name in names:
             old, new = getattr(self, name), getattr(other, name)
             if old != new:
                 changed[name] = (old, new)

@@ -28,10 +28,12 @@ class PruneState:
     """Everything a pruning run needs to resume; JSON-serialisable via :meth:`to_dict`.
 
     ``metric`` is the decision metric (acceptance split) of the current model; ``val_metric``
-    and ``val_baseline`` are on the validation split recovery and early stopping look at.
+    and ``val_baseline`` are on the validation split recovery and early stopping look at;
+    ``baseline_macs`` (0 = unknown) scales ``macs_target`` when a resumed run follows the config.
     """
 
     controller: dict
+    baseline_macs: int = 0
     round: int = 0
     epoch: int = 0
     metric: float = math.nan
@@ -173,6 +175,7 @@ class Pruner:
             metric=accept,
             val_metric=val,
             val_baseline=val,
+            baseline_macs=int(baseline_macs),
             epoch=epoch,
         )
 
@@ -227,7 +230,11 @@ class Pruner:
         says whether the model is a new one.
         """
         controller = prc.PruningRateController.from_dict(state.controller)
-        changed = controller.update_limits(self.options.controller(controller.baseline, 1))
+        limits = prc.PruningRateController.LIMITS
+        if not state.baseline_macs:  # a macs_target fraction cannot be scaled: keep the saved one
+            limits = tuple(k for k in limits if k != "macs_target")
+        current = self.options.controller(controller.baseline, state.baseline_macs or 1)
+        changed = controller.update_limits(current, limits)
         if changed:
             logging.warning(
                 "Resumed pruning follows the config's limits: %s.",

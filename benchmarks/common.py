@@ -7,6 +7,7 @@ import datetime
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -44,11 +45,35 @@ def write_result(name: str, result: dict) -> Path:
 
 
 @contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a batch system's stop) raises ``SystemExit(143)``.
+
+    Python's default SIGTERM ends the process without unwinding, so ``finally`` blocks would
+    not run. Only the main thread can set handlers; elsewhere this does nothing.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def wall_clock(workdir: Path, count: bool = True) -> Iterator[dict]:
     """Wall time of a resumable benchmark summed over every invocation on ``workdir``.
 
-    Adds this invocation's time (with ``count``; even when it fails or is interrupted) to
-    ``workdir/benchmark_wall.json``. Yields a dict whose ``seconds`` is the total, set on exit.
+    Adds this invocation's time (with ``count``; even when it fails, is interrupted or gets
+    SIGTERM; not after SIGKILL) to ``workdir/benchmark_wall.json``. Yields a dict whose
+    ``seconds`` is the total, set on exit.
     """
     from afp_tf import io_utils
 
@@ -56,7 +81,8 @@ def wall_clock(workdir: Path, count: bool = True) -> Iterator[dict]:
     total: dict = {}
     started = time.time()
     try:
-        yield total
+        with _terminate_raises():
+            yield total
     finally:
         seconds = io_utils.read_json(clock)["seconds"] if clock.is_file() else 0.0
         if count:

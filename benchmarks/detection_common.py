@@ -26,8 +26,7 @@ def run_config(config: str, description: str) -> tuple[argparse.Namespace, objec
     config_lib.apply_overrides(
         cfg, ["train.progress=false", *(o.removeprefix("--config.") for o in args.overrides)]
     )
-    finished_before = (args.workdir / "report.json").is_file()
-    with common.wall_clock(args.workdir, count=not finished_before) as wall:
+    with common.wall_clock(args.workdir, count=not pipeline.finished(cfg, args.workdir)) as wall:
         summary = pipeline.run(cfg, args.workdir)
     return args, cfg, summary, wall
 

@@ -1,7 +1,11 @@
 """benchmarks/compare.py end to end on tiny IDX data, and the README results generator."""
 
 import importlib.util
+import json
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +93,18 @@ def test_wall_clock_sums_invocations_including_a_failed_one(tmp_path, monkeypatc
     with common.wall_clock(tmp_path, count=False) as wall:
         pass
     assert wall["seconds"] == 5.0
+
+
+def test_wall_clock_sigterm_counts_the_invocation_and_restores_handler(tmp_path, monkeypatch):
+    now = iter([100.0, 104.0])
+    monkeypatch.setattr(common.time, "time", lambda: next(now))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exc, common.wall_clock(tmp_path):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+    assert exc.value.code == 143
+    assert json.loads((tmp_path / "benchmark_wall.json").read_text())["seconds"] == 4.0
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_compare_methods_without_a_exits_with_message():

@@ -331,3 +331,18 @@ def test_cli_failing_check_exits_one_and_writes_the_rest(trained, tmp_path):
     assert "relative difference" in proc.stdout  # the cause, in the summary table
     assert report["formats"]["tflite_fp32"]["passed"]
     assert (tmp_path / "out" / "model_fp16.tflite").exists()  # written, reported as failing
+
+
+@pytest.mark.parametrize("map50, passed", [(0.80, True), (0.807, False), (0.793, False)])
+def test_detector_checked_map50_either_side_of_keras_beyond_tolerance_fails(
+    tmp_path, map50, passed
+):
+    artifact = tmp_path / "model.tflite"
+    artifact.write_bytes(b"12345")
+    runner = type("Runner", (), {"runtime": {"name": "fake"}})()
+    row = export_checks.detector_checked(artifact, runner, map50, 0.80, 0.005, "Keras", map=0.5)
+    assert row["passed"] is passed and row["status"] == ("passed" if passed else "failed")
+    assert row["size_bytes"] == 5 and row["map"] == 0.5
+    assert row["failures"] == ([] if passed else [
+        f"mAP@0.5 {map50:.4f} differs from Keras 0.8000 by more than 0.005"
+    ])  # fmt: skip

@@ -115,6 +115,28 @@ def test_main_sigkill_mid_round_resumes_and_finishes(tmp_path, tiny_fashion_mnis
     assert "MACs" in out and "pruned" in out
 
 
+@pytest.mark.slow
+def test_pipeline_finished_run_more_rounds_reopens_pruning_after_finetune(
+    tmp_path, tiny_fashion_mnist
+):
+    one = _config(tiny_fashion_mnist, "prune.max_rounds=1", "prune.tolerance=0.5")
+    two = _config(tiny_fashion_mnist, "prune.max_rounds=2", "prune.tolerance=0.5")
+    first = pipeline.run(one, tmp_path)
+    assert [h["round"] for h in first["history"]] == [1]
+    assert first["stop_reason"] == "round budget"
+    assert pipeline.finished(one, tmp_path) and not pipeline.finished(two, tmp_path)
+    second = pipeline.run(two, tmp_path)
+    assert [h["round"] for h in second["history"]] == [1, 2]
+    assert second["history"][0] == first["history"][0]
+    tuned = first["pruned"]["val"]  # the reopened round starts from the fine-tuned model
+    assert second["history"][1]["metric_before"] == pytest.approx(tuned)
+    assert second["pruned"]["macs"] <= first["pruned"]["macs"]
+    assert pipeline.finished(two, tmp_path)
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in events if e["phase"] in ("penalty", "recover", "finetune")]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no epoch index repeated
+
+
 def test_main_missing_dataset_says_how_to_get_it(tmp_path):
     proc = _cli(tmp_path / "run", tmp_path / "empty")
     _, err = proc.communicate(timeout=300)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import prc, surgery, training
+from afp_tf import prc, stats, surgery, training
 from afp_tf.options import PruneOptions
 from afp_tf.pruner import Pruner, PruneState, filters_per_group
 from afp_tf.task import Task
@@ -275,22 +275,41 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert surgery.find_channel_groups(resumed)  # still a prunable, well-formed model
 
 
-@pytest.mark.parametrize("max_rounds, rounds", [(1, 1), (2, 2)])
-def test_run_resumed_follows_current_config_round_budget(max_rounds, rounds):
-    """Killed after round 1 of a 3-round run, resumed with a different max_rounds."""
+def _killed_after_round_1(baseline_macs=1000):
+    """The state and last good model of a 3-round run (no MACs target) killed after round 1."""
     first = FakePruner({"score": _free}, max_rounds=3, rule="fixed")
     model = _model()
     saved = []
 
-    def kill_after_first(state, good, changed):
+    def kill(state, good, changed):
         saved.append((copy.deepcopy(state), good))
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        first.run(model, first.start(model, baseline_macs=1000), on_round_end=kill_after_first)
+        first.run(model, first.start(model, baseline_macs=baseline_macs), on_round_end=kill)
     state, good = saved[0]
     assert state.stop_reason is None and state.round == 1
+    return state, good
+
+
+@pytest.mark.parametrize("max_rounds, rounds", [(1, 1), (2, 2)])
+def test_run_resumed_follows_current_config_round_budget(max_rounds, rounds):
+    """Killed after round 1 of a 3-round run, resumed with a different max_rounds."""
+    state, good = _killed_after_round_1()
     resumed = FakePruner({"score": _free}, max_rounds=max_rounds, rule="fixed")
     _, state = resumed.run(good, state)
     assert [h["outcome"] for h in state.history] == ["accepted"] * rounds
     assert state.stop_reason == "round budget"
+
+
+@pytest.mark.parametrize("known_macs, stop, rounds", [(True, "macs target", 1), (False, None, 3)])
+def test_run_resumed_macs_target_follows_config_when_baseline_macs_known(known_macs, stop, rounds):
+    """A target round 1 already met stops the resumed run before another round; a state without
+    the baseline's MACs cannot scale the fraction and keeps its saved (absent) target."""
+    state, good = _killed_after_round_1(stats.model_stats(_model()).macs)
+    if not known_macs:
+        state.baseline_macs = 0
+    resumed = FakePruner({"score": _free}, max_rounds=3, rule="fixed", macs_target=0.99)
+    _, state = resumed.run(good, state)
+    assert len(state.history) == rounds
+    assert state.stop_reason == (stop or "round budget")

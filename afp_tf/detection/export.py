@@ -48,8 +48,8 @@ from afp_tf.export_artifacts import (
 )
 from afp_tf.export_checks import (
     ALL_FORMATS,
-    artifact_size,
     checked,
+    detector_checked,
     load_runner,
     metric_failures,
     resolve_formats,
@@ -309,23 +309,13 @@ def _verify_nms(path: Path, runner_script: str, val_x, val_y, keras_map, toleran
             {k: np.asarray(outputs[k])[0, :n].astype(np.float32) for k in _KEYS}
             | {"classes": np.asarray(outputs["classes"])[0, :n].astype(int)}
         )
-    metric = _map(detections, val_y)
-    failures = []
-    if not abs(metric - keras_map) <= tolerance:
-        failures.append(
-            f"mAP@0.5 {metric:.4f} differs from Keras + NumPy NMS {keras_map:.4f} by more "
-            f"than {tolerance:g}"
-        )
-    return {
-        "status": "failed" if failures else "passed",
-        "path": str(path),
-        "size_bytes": artifact_size(path),
-        "outputs": "boxes (1, K, 4) relative xyxy, scores (1, K), classes (1, K), "
+    return detector_checked(
+        path,
+        runner,
+        _map(detections, val_y),
+        keras_map,
+        tolerance,
+        "Keras + NumPy NMS",
+        outputs="boxes (1, K, 4) relative xyxy, scores (1, K), classes (1, K), "
         "num_detections (1,); batch 1",
-        "metric": metric,
-        "keras_metric": keras_map,
-        "thresholds": {"max_map50_difference": tolerance},
-        "runtime": runner.runtime,
-        "passed": not failures,
-        "failures": failures,
-    }
+    )

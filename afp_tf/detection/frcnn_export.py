@@ -39,7 +39,7 @@ from afp_tf.export_artifacts import (
 )
 from afp_tf.export_checks import (
     FORMATS,
-    artifact_size,
+    detector_checked,
     load_runner,
     not_written,
     parse_formats,
@@ -96,25 +96,16 @@ def _verify(name, path, val_x, val_y, keras_metric, tolerance) -> dict:
         out = runner.predict_all(x[None])
         detections.append({k: np.asarray(out[k]) for k in _KEYS})
     metric = _metric(detections, val_y)
-    failures = []
-    if not abs(metric["map50"] - keras_metric["map50"]) <= tolerance:
-        failures.append(
-            f"mAP@0.5 {metric['map50']:.4f} differs from Keras {keras_metric['map50']:.4f} by "
-            f"more than {tolerance:g}"
-        )
-    return {
-        "status": "failed" if failures else "passed",
-        "path": str(path),
-        "size_bytes": artifact_size(path),
-        "metric": metric["map50"],
-        "map": metric["map"],
-        "keras_metric": keras_metric["map50"],
-        "keras_map": keras_metric["map"],
-        "thresholds": {"max_map50_difference": tolerance},
-        "runtime": runner.runtime,
-        "passed": not failures,
-        "failures": failures,
-    }
+    return detector_checked(
+        path,
+        runner,
+        metric["map50"],
+        keras_metric["map50"],
+        tolerance,
+        "Keras",
+        map=metric["map"],
+        keras_map=keras_metric["map"],
+    )
 
 
 def export_frcnn(
