@@ -154,7 +154,12 @@ def _seeds(d: dict) -> str:
     ]
     if cfg["model"]["width"] != 1.0:
         reduced.insert(0, f"width ×{cfg['model']['width']}")
-    reduced.append(f"{cfg['train']['baseline_epochs']} baseline epochs")
+    train = cfg["train"]
+    schedule = ""
+    if train.get("lr_schedule") == "cosine":
+        warmup = train.get("warmup_epochs", 0)
+        schedule = " (cosine learning rate" + (f", {warmup} warmup" if warmup else "") + ")"
+    reduced.append(f"{train['baseline_epochs']} baseline epochs{schedule}")
     prune, size = cfg["prune"], cfg["data"].get("image_size")
     recipe = ""
     if "max_rounds" in prune:

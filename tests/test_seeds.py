@@ -122,6 +122,8 @@ def test_readme_renders_mean_sd_and_honesty(tmp_path):
     assert "- Honesty: 1 of 2 afp_tf seed × ε runs ended with a test drop within ε + 0.3 " in text
     assert "(50%; ≥ 90%: **missed**)" in text
     assert "train subset 5000, 15 baseline epochs" in text
+    d["config_values"]["train"].update(lr_schedule="cosine", warmup_epochs=1)
+    assert "15 baseline epochs (cosine learning rate, 1 warmup)); at most" in readme._seeds(d)
 
 
 def _targets():
