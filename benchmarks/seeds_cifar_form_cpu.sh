@@ -43,8 +43,9 @@
 #   - VGG-16: 10 baseline epochs, at most 3 pruning rounds, 2 recovery and 2 fine-tune epochs;
 #     ResNet-56: 8 baseline epochs, at most 2 rounds, 1 recovery and 1 fine-tune epoch;
 #   - methods afp_tf and uniform_l1 only (global_l1 and the ablations: not in the time);
-#   - ResNet-56 seed 1 was stopped at the deadline after its baseline (resumable in its workdir):
-#     the result file holds seeds 0 and 2.
+#   - ResNet-56 seed 1 was stopped after its baseline and finished later by its own process on the
+#     same workdir (`--seeds 1`, the same arguments; the result file's `command` is that process's,
+#     the last to write it).
 # Run from the repository root: PYTHON=.venv/bin/python benchmarks/seeds_cifar_form_cpu.sh
 # (NETS="vgg16 resnet56" by default; METHODS=afp_tf,uniform_l1 by default).
 set -e
