@@ -205,18 +205,24 @@ def artifact_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def checked(fmt: Format, path: Path, runner, failures: list[str], **values) -> dict:
-    """The report entry of a verified artifact; ``values`` are its measurements."""
+def _entry(path: Path, runner, failures: list[str], thresholds: dict, **values) -> dict:
+    """The report entry of a verified artifact: its measurements ``values`` and checks."""
     return {
         "status": "failed" if failures else "passed",
         "path": str(path),
         "size_bytes": artifact_size(path),
         **values,
-        "thresholds": {"max_rel_diff": fmt.max_rel_diff, "max_metric_drop": fmt.max_metric_drop},
+        "thresholds": thresholds,
         "runtime": runner.runtime,
         "passed": not failures,
         "failures": failures,
     }
+
+
+def checked(fmt: Format, path: Path, runner, failures: list[str], **values) -> dict:
+    """The report entry of a verified artifact; ``values`` are its measurements."""
+    thresholds = {"max_rel_diff": fmt.max_rel_diff, "max_metric_drop": fmt.max_metric_drop}
+    return _entry(path, runner, failures, thresholds, **values)
 
 
 def detector_checked(
@@ -231,18 +237,10 @@ def detector_checked(
             f"mAP@0.5 {map50:.4f} differs from {against} {keras_map50:.4f} by more than "
             f"{tolerance:g}"
         )
-    return {
-        "status": "failed" if failures else "passed",
-        "path": str(path),
-        "size_bytes": artifact_size(path),
-        "metric": map50,
-        "keras_metric": keras_map50,
-        **values,
-        "thresholds": {"max_map50_difference": tolerance},
-        "runtime": runner.runtime,
-        "passed": not failures,
-        "failures": failures,
-    }
+    thresholds = {"max_map50_difference": tolerance}
+    return _entry(
+        path, runner, failures, thresholds, metric=map50, keras_metric=keras_map50, **values
+    )
 
 
 def not_written(fmt: Format, status: str, cause: str) -> dict:
