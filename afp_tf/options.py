@@ -2,7 +2,8 @@
 
 ``config_lib`` builds it from the ``prune`` config section, ``afp_tf.prune`` and ``AFPCallback``
 from keyword arguments; the pruner and the controller read nothing else. Choice lists live where
-they are implemented (``prc.RULES``, ``afp.NORMALIZATIONS``, ``afp.COSTS``, ``REMOVALS`` here).
+they are implemented (``prc.RULES``, ``afp.NORMALIZATIONS``, ``afp.COSTS``; ``REMOVALS``,
+``MEASURES``, ``SHRINKS`` and ``RECOVERY_SCHEDULES`` here).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any
 from afp_tf import afp, prc
 
 REMOVALS = ("all", "decayed")
+MEASURES = ("outputs", "kernels")
+SHRINKS = ("fade", "l1")
+RECOVERY_SCHEDULES = ("cosine", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +37,21 @@ class PruneOptions:
       recovery_epochs: ``r``, most recovery epochs per round (``2r`` for a retry after a
         failed round).
       recovery_margin: recovery stops early once the recovery metric is this fraction of the
-        spendable budget above the floor.
+        spendable budget above the floor (``recovery_schedule="constant"`` only).
+      recovery_schedule: ``"cosine"``: recovery runs all its epochs with the learning rate
+        decayed to 0 over them, so each round ends annealed like the baseline; ``"constant"``:
+        the rate stays and recovery stops early (``recovery_margin``).
       max_rounds: most rounds attempted, accepted or not.
       macs_target: stop once MACs <= this fraction of the baseline's; 0 = off.
       min_filters: never leave a group with fewer filters.
       round_to: keep filter counts multiples of this (hardware rounding).
+      measure: which weights give a filter's ℓ1 importance: ``"outputs"`` (the scale and offset of
+        the BatchNorms on its channel where it has them, else its kernels) or ``"kernels"``.
+      shrink: how a round drives its candidates towards zero before removal: ``"fade"`` (scaled
+        linearly to exactly zero over the penalty epochs, BatchNorm scale and offset included
+        with ``measure="outputs"``) or ``"l1"`` (the paper's targeted ℓ1 term of strength λ).
+      recalibrate_batches: after each removal, BatchNorm statistics are re-estimated on this many
+        training batches (0 = off).
       importance: normalisation of ℓ1 importance, one of ``afp.NORMALIZATIONS``.
       cost: per-filter cost the importance is divided by, one of ``afp.COSTS``.
       max_group_fraction: most of a group one round may remove.
@@ -64,10 +78,14 @@ class PruneOptions:
     penalty_epochs: int = 1
     recovery_epochs: int = 2
     recovery_margin: float = 0.5
+    recovery_schedule: str = "cosine"
     max_rounds: int = 20
     macs_target: float = 0.0
     min_filters: int = 1
     round_to: int = 1
+    measure: str = "outputs"
+    shrink: str = "fade"
+    recalibrate_batches: int = 50
     importance: str = "layer_mean"
     cost: str = "none"
     max_group_fraction: float = 0.5
@@ -84,12 +102,16 @@ class PruneOptions:
         _choice("importance", self.importance, afp.NORMALIZATIONS)
         _choice("cost", self.cost, afp.COSTS)
         _choice("removal", self.removal, REMOVALS)
+        _choice("measure", self.measure, MEASURES)
+        _choice("shrink", self.shrink, SHRINKS)
+        _choice("recovery_schedule", self.recovery_schedule, RECOVERY_SCHEDULES)
         for key in (
             "penalty_epochs",
             "recovery_epochs",
             "finetune_epochs",
             "max_rounds",
             "max_nonfinite_retries",
+            "recalibrate_batches",
         ):
             _check(_is_int(getattr(self, key), 0), f"{key}={getattr(self, key)!r} must be >= 0.")
         for key in ("min_filters", "round_to", "max_failures"):

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import afp, prc, regularizers, stats, surgery, training
+from afp_tf import afp, prc, recalibration, regularizers, round_weights, stats, surgery, training
 from afp_tf.epochs import run_epochs
 from afp_tf.options import PruneOptions
 from afp_tf.task import Task
@@ -118,16 +118,18 @@ class Pruner:
         orth_beta: float | None = None,
         optimizer_factory: Callable[[], keras.optimizers.Optimizer] | None = None,
         analysis: surgery.ModelAnalysis | None = None,
+        after_train_calls: tuple = (),
     ) -> training.Trainer:
         """A fresh trainer (new optimizer, new compiled steps) for ``model``.
 
         ``orth_beta`` and ``optimizer_factory`` override the pruner's (e.g. for baseline
-        training); ``analysis`` (``surgery.analyze(model)``) saves walking the graph again.
+        training); ``analysis`` (``surgery.analyze(model)``) saves walking the graph again;
+        ``after_train_calls`` go to the trainer (e.g. a ``regularizers.TargetedFade``).
         """
         beta = self.orth_beta if orth_beta is None else orth_beta
         extra = [penalty] if penalty is not None else []
         if beta > 0:  # built at the first training step: evaluate-only trainers never walk it
-            orth = functools.cache(lambda: orthogonality_loss(model, beta, analysis))
+            orth = functools.cache(lambda: round_weights.orthogonality_loss(model, beta, analysis))
             extra.append(lambda: orth()())
         return training.Trainer(
             model,
@@ -138,6 +140,7 @@ class Pruner:
             extra_losses=extra,
             global_batch_size=self.global_batch_size,
             options=self.step_options,
+            after_train_calls=after_train_calls,
         )
 
     def evaluate(self, trainer: training.Trainer, split: str = "val") -> dict:
@@ -290,8 +293,8 @@ class Pruner:
             work = surgery.remove_filters(model, {}, analysis=analysis)
             work_analysis = surgery.analyze(work)
             groups = work_analysis.prunable
-            weights = {g.name: work_analysis.filter_weights(g) for g in groups}
-            penalty = regularizers.TargetedL1Penalty(weights)
+            weights, shrunk = round_weights.measured(work_analysis, opts.measure)
+            penalty = regularizers.TargetedL1Penalty(shrunk)
         info["filters"] = sum(g.size for g in groups)
         blocks = {g.name: g.blocks for g in groups}
         candidates: dict[str, list[int]] = {}
@@ -311,9 +314,13 @@ class Pruner:
             if not candidates:
                 return "no candidates", None, info
         penalty.set_candidates(candidates)
-        penalty.set_strength(plan.strength)
         start_norms = afp.filter_importance(weights, normalize="none")
-        trainer = self.make_trainer(work, penalty, analysis=work_analysis)
+        if opts.shrink == "fade" and candidates and opts.penalty_epochs:
+            fade = regularizers.TargetedFade(penalty, opts.penalty_epochs * self._epoch_steps())
+            trainer = self.make_trainer(work, analysis=work_analysis, after_train_calls=[fade])
+        else:
+            penalty.set_strength(plan.strength)
+            trainer = self.make_trainer(work, penalty, analysis=work_analysis)
         self.train_epochs(trainer, state, opts.penalty_epochs, "penalty")
         if opts.removal == "decayed" and candidates:
             end_norms = afp.filter_importance(weights, normalize="none")
@@ -328,6 +335,7 @@ class Pruner:
         with self.strategy.scope():
             pruned = surgery.remove_filters(work, candidates, analysis=work_analysis)
         pruned_analysis = surgery.analyze(pruned)
+        self._recalibrate(pruned, pruned_analysis, state.epoch)
         trainer = self.make_trainer(pruned, analysis=pruned_analysis)
         val = self._metric(trainer, "val")
         info["val_after_removal"] = val
@@ -338,7 +346,11 @@ class Pruner:
         target = state.val_baseline + offset
         epochs = controller.recovery_epochs(opts.recovery_epochs)
         epoch0 = state.epoch
-        if val < target:
+        if opts.recovery_schedule == "cosine" and epochs:
+            factory = _annealed(self.optimizer_factory, epochs * self._epoch_steps())
+            trainer = self.make_trainer(pruned, analysis=pruned_analysis, optimizer_factory=factory)
+            val = self.train_epochs(trainer, state, epochs, "recover", until=lambda m: False)
+        elif val < target:
             last = self.train_epochs(trainer, state, epochs, "recover", until=lambda m: m >= target)
             val = val if last is None else last
         metric = self._metric(trainer, "accept") if self.accept_data is not None else val
@@ -355,6 +367,34 @@ class Pruner:
         outcome = "accepted" if controller.meets_floor(metric) else "failed"
         return outcome, (pruned, pruned_analysis), info
 
+    def _recalibrate(self, model: keras.Model, analysis, epoch: int) -> None:
+        """BatchNorm statistics of ``model`` re-estimated on training batches (options)."""
+        layers = [
+            layer
+            for layer in analysis.layers.values()
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        if layers and self.options.recalibrate_batches:
+            data = self.train_data(epoch) if callable(self.train_data) else self.train_data
+            with self.strategy.scope():
+                recalibration.recalibrate_batchnorm(
+                    model, layers, data, self.options.recalibrate_batches
+                )
+
+    def _epoch_steps(self) -> int:
+        """Training steps per epoch (``steps_per_epoch``, else the dataset's known length)."""
+        if self.steps_per_epoch:
+            return self.steps_per_epoch
+        data = self.train_data
+        data = data(0) if callable(data) else data
+        steps = int(data.cardinality())
+        if steps <= 0:
+            raise ValueError(
+                "prune.shrink='fade' needs to know how many steps an epoch has, and the training "
+                "dataset's length is unknown: set train.steps_per_epoch (or prune.shrink='l1')."
+            )
+        return steps
+
     def _macs_per_filter(self, model: keras.Model, analysis) -> dict[str, float]:
         """MACs saved by removing one filter of each group (measured by surgery)."""
         total = stats.model_stats(model).macs
@@ -366,21 +406,18 @@ class Pruner:
         return out
 
 
-def orthogonality_loss(
-    model: keras.Model, beta: float, analysis: surgery.ModelAnalysis | None = None
-) -> Callable[[], tf.Tensor]:
-    """``beta`` times the orthogonality penalty of every prunable group's producer kernels."""
-    analysis = analysis or surgery.analyze(model)
-    pairs = [pair for group in analysis.prunable for pair in analysis.filter_weights(group)]
+def _annealed(factory: Callable[[], keras.optimizers.Optimizer], steps: int) -> Callable:
+    """``factory``'s optimizer with its learning rate decayed to 0 (cosine) over ``steps``."""
 
-    def loss() -> tf.Tensor:
-        if not pairs:
-            return tf.constant(0.0)
-        return beta * tf.add_n(
-            [regularizers.orthogonality_penalty(v, filter_axis=a) for v, a in pairs]
-        )
+    def make() -> keras.optimizers.Optimizer:
+        optimizer = factory()
+        config = optimizer.get_config()
+        rate = config["learning_rate"]
+        if isinstance(rate, (int, float)):
+            config["learning_rate"] = keras.optimizers.schedules.CosineDecay(rate, steps)
+        return type(optimizer).from_config(config)
 
-    return loss
+    return make
 
 
 def filters_per_group(model: keras.Model) -> dict[str, int]:

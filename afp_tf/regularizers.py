@@ -4,6 +4,8 @@
   filters of a kernel, making the filters of a layer less redundant.
 * :class:`TargetedL1Penalty`: ``λ · Σ_{f ∈ S_t} ||f||_1``, the ℓ1 pull on the pruning candidates,
   with ``λ`` and the candidate masks held in variables so a compiled step never retraces.
+* :class:`TargetedFade`: the candidates of such a penalty scaled linearly to zero over a number
+  of training steps, while the rest of the network trains to do without them.
 """
 
 from __future__ import annotations
@@ -234,3 +236,39 @@ class TargetedL1Penalty:
         rank = l1.shape.rank
         l1 = tf.reduce_sum(l1, axis=[i for i in range(rank) if i != axis % rank])
         return tf.tensordot(l1, tf.convert_to_tensor(self.masks[group]), axes=1)
+
+
+class TargetedFade:
+    """Scales the candidates of ``penalty`` (its masks and weights) linearly to zero.
+
+    Called after every compiled training call with the steps it ran (``Trainer``'s
+    ``after_train_calls``), it multiplies each candidate's weights by ``1 − n / left``, ``left``
+    the steps still to go: a candidate the optimiser leaves alone is at ``1 − t / steps`` of its
+    start after step ``t``, and every candidate is exactly zero after ``steps`` steps (and stays
+    so), whatever the optimiser did in between. Unlike an ℓ1 term, how fast it shrinks does not
+    depend on the learning rate, the optimiser or a BatchNorm after the filter.
+
+    Args:
+      penalty: gives the weights (group -> ``(variable, axis)``) and the candidate masks.
+      steps: training steps to reach zero, >= 1.
+    """
+
+    def __init__(self, penalty: TargetedL1Penalty, steps: int):
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ValueError(f"A fade needs steps >= 1, got {steps!r}.")
+        self.penalty = penalty
+        self.left = steps
+        self._scale = tf.function(self._scale_all)
+
+    def __call__(self, steps: int) -> None:
+        fraction = 1.0 if steps >= self.left else steps / self.left
+        self.left = max(self.left - steps, 0)
+        self._scale(tf.constant(fraction, tf.float32))
+
+    def _scale_all(self, fraction: tf.Tensor) -> None:
+        for name, pairs in self.penalty.weights.items():
+            keep = 1.0 - fraction * tf.convert_to_tensor(self.penalty.masks[name])
+            for var, axis in pairs:
+                rank = len(var.shape)
+                shape = [-1 if i == axis % rank else 1 for i in range(rank)]
+                var.assign(var * tf.cast(tf.reshape(keep, shape), var.dtype))

@@ -157,6 +157,9 @@ class Trainer:
         ``tf.Variable``s, not Python numbers.
       global_batch_size: the batch size the datasets are batched with (all replicas together).
       options: XLA and steps per compiled call.
+      after_train_calls: callables run after every compiled training call with the number of
+        steps it ran, outside the replica context (they may assign to variables, e.g.
+        ``regularizers.TargetedFade``).
 
     A model with float16 layers (``precision.policy("mixed_float16")``) gets its optimizer
     wrapped in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling); its outputs are
@@ -174,6 +177,7 @@ class Trainer:
         extra_losses: Sequence[Callable[[], tf.Tensor]] = (),
         global_batch_size: int,
         options: StepOptions = StepOptions(),
+        after_train_calls: Sequence[Callable[[int], None]] = (),
     ):
         if not model.built or not model.weights:
             raise ValueError(
@@ -191,6 +195,7 @@ class Trainer:
         self.model, self.strategy = model, strategy
         self.global_batch_size, self.options = global_batch_size, options
         self.extra_losses = tuple(extra_losses)
+        self.after_train_calls = tuple(after_train_calls)
         self._loss = _per_example_loss(loss)
         with strategy.scope():
             self.optimizer = optimizer
@@ -290,6 +295,9 @@ class Trainer:
         while steps is None or done < steps:
             count = per_call if steps is None else min(per_call, steps - done)
             rows = fn(iterator, tf.constant(count)).numpy()
+            if kind == "train" and len(rows):
+                for hook in self.after_train_calls:
+                    hook(len(rows))
             yield from rows
             done += len(rows)
             if len(rows) < count:

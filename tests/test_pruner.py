@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import prc, stats, surgery, training
+from afp_tf import prc, regularizers, round_weights, stats, surgery, training
 from afp_tf.options import PruneOptions
 from afp_tf.pruner import Pruner, PruneState, filters_per_group
 from afp_tf.task import Task
@@ -26,8 +26,9 @@ def _model():
 class FakeTrainer:
     """Training does nothing but count (or raise); evaluation is ``score(filters, epochs)``."""
 
-    def __init__(self, model, penalty, script):
+    def __init__(self, model, penalty, script, after_train_calls=()):
         self.model, self.penalty, self.script, self.epochs = model, penalty, script, 0
+        self.after_train_calls = after_train_calls
 
     def train_epoch(self, data, *, steps=None, epoch=None, progress=True):
         if self.script.get("nonfinite_calls", 0) > 0:
@@ -42,6 +43,8 @@ class FakeTrainer:
                         if i % 2 == 0:
                             w[i] *= 0.01
                     var.assign(np.moveaxis(w, 0, axis))
+        for hook in self.after_train_calls:  # one "compiled call" of all the epoch's steps
+            hook(steps)
         self.epochs += 1
         return {"loss": 0.0}
 
@@ -56,21 +59,26 @@ class FakeTrainer:
 class FakePruner(Pruner):
     def __init__(self, script, accept=False, **options):
         super().__init__(
-            options=PruneOptions(**{"p_max": 0.3, "recovery_epochs": 2, **options}),
+            options=PruneOptions(
+                **{"p_max": 0.3, "recovery_epochs": 2, "recovery_schedule": "constant", **options}
+            ),
             task=Task(loss=None, metrics=lambda: []),
             train_data="train-data",
             val_data=VAL,
             accept_data=ACCEPT if accept else None,
             accept_size=script.get("accept_size", 0),
             strategy=tf.distribute.get_strategy(),
-            optimizer_factory=None,
+            optimizer_factory=lambda: keras.optimizers.SGD(0.01, momentum=0.9),
             global_batch_size=1,
+            steps_per_epoch=4,
             progress=False,
         )
         self.script = script
 
     def make_trainer(self, model, penalty=None, orth_beta=None, optimizer_factory=None, **kw):
-        return FakeTrainer(model, penalty, self.script)
+        if optimizer_factory is not None:
+            self.script.setdefault("optimizers", []).append(optimizer_factory())
+        return FakeTrainer(model, penalty, self.script, kw.get("after_train_calls", ()))
 
 
 def _run(script, accept=False, **options):
@@ -133,6 +141,23 @@ def test_run_recovery_reaches_floor_accepted_with_epochs_used():
     assert h["metric"] == pytest.approx(0.90)
 
 
+def test_run_cosine_recovery_runs_all_epochs_annealed_to_zero():
+    def score(filters, epochs):  # back above the target after 3 of the 4 epochs
+        return 0.9 if filters == 20 else min(0.9, 0.87 + 0.01 * epochs)
+
+    script = {"score": score}
+    _, state = _run(
+        script, max_rounds=1, rule="fixed", recovery_epochs=4, recovery_schedule="cosine"
+    )
+    (h,) = state.history
+    assert h["outcome"] == "accepted" and h["recovery_epochs"] == 4
+    (optimizer,) = script["optimizers"]  # 4 epochs of 4 steps: 0.01 decayed to 0 at step 16
+    rate = optimizer.get_config()["learning_rate"]
+    schedule = keras.optimizers.schedules.deserialize(rate)
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(16)) == 0.0
+    assert optimizer.momentum == 0.9
+
+
 def test_run_no_candidates_left_stops():
     _, state = _run({"score": _free}, min_filters=10, rule="fixed")
     assert [h["outcome"] for h in state.history] == ["no candidates"]
@@ -156,7 +181,9 @@ def test_run_nonfinite_persisting_stops():
 
 
 def test_run_decayed_removal_removes_only_shrunk_candidates():
-    _, state = _run({"score": _free, "decay": True}, max_rounds=1, rule="fixed", removal="decayed")
+    _, state = _run(
+        {"score": _free, "decay": True}, max_rounds=1, rule="fixed", removal="decayed", shrink="l1"
+    )
     (h,) = state.history
     # 6 candidates (3 per group); the fake penalty shrinks those with an even index only.
     assert 0 < h["removed"] < 6
@@ -313,3 +340,29 @@ def test_run_resumed_macs_target_follows_config_when_baseline_macs_known(known_m
     _, state = resumed.run(good, state)
     assert len(state.history) == rounds
     assert state.stop_reason == (stop or "round budget")
+
+
+@pytest.mark.parametrize("measure, exact", [("outputs", True), ("kernels", False)])
+def test_measured_weights_fade_to_zero_makes_removal_exact_only_with_outputs(measure, exact):
+    """Under a BatchNorm a faded kernel still leaves the channel's offset ``β``; fading the
+    BatchNorm's scale and offset too (``measure="outputs"``) makes the removal exact."""
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(6, 3, name="c1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
+    x = keras.layers.Conv2D(4, 3, name="c2")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    rng = np.random.default_rng(0)
+    for v in model.get_layer("bn").weights:
+        v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
+    analysis = surgery.analyze(model)
+    measured, shrunk = round_weights.measured(analysis, measure)
+    bn = model.get_layer("bn")
+    want = [bn.gamma, bn.beta] if measure == "outputs" else [model.get_layer("c1").kernel]
+    assert [v.path for v, _ in measured["c1"]] == [v.path for v in want]
+    penalty = regularizers.TargetedL1Penalty(shrunk)
+    penalty.set_candidates({"c1": [1, 4]})
+    regularizers.TargetedFade(penalty, steps=3)(3)
+    x = rng.normal(size=(4, 8, 8, 2)).astype("float32")
+    pruned = surgery.remove_filters(model, {"c1": [1, 4]})
+    err = np.abs(np.asarray(pruned(x)) - np.asarray(model(x))).max()
+    assert (err < 1e-5) == exact

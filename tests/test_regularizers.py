@@ -286,3 +286,27 @@ def test_targeted_l1_negative_strength_raises():
     _, weights = _conv_weights()
     with pytest.raises(ValueError, match="strength"):
         regularizers.TargetedL1Penalty(weights).set_strength(-1.0)
+
+
+def test_targeted_fade_linear_to_exact_zero_candidates_only():
+    conv, weights = _conv_weights()
+    conv.bias.assign([1.0, -2.0, 3.0, -4.0])
+    start = [conv.kernel.numpy().copy(), conv.bias.numpy().copy()]
+    pen = regularizers.TargetedL1Penalty(weights)
+    pen.set_candidates({"g": [1, 3]})
+    fade = regularizers.TargetedFade(pen, steps=5)
+    fade(2)  # 2 of 5 steps: candidates at 3/5 of their start
+    np.testing.assert_allclose(conv.bias.numpy(), [1.0, -1.2, 3.0, -2.4], rtol=1e-6)
+    np.testing.assert_allclose(conv.kernel.numpy()[..., 3], 0.6 * start[0][..., 3], rtol=1e-6)
+    fade(2)
+    fade(4)  # past the end: exactly zero, and stays there
+    fade(1)
+    assert np.all(conv.kernel.numpy()[..., [1, 3]] == 0) and np.all(conv.bias.numpy()[[1, 3]] == 0)
+    np.testing.assert_array_equal(conv.kernel.numpy()[..., [0, 2]], start[0][..., [0, 2]])
+    np.testing.assert_array_equal(conv.bias.numpy()[[0, 2]], [1.0, 3.0])
+
+
+def test_targeted_fade_zero_steps_raises():
+    _, weights = _conv_weights()
+    with pytest.raises(ValueError, match="steps >= 1"):
+        regularizers.TargetedFade(regularizers.TargetedL1Penalty(weights), steps=0)

@@ -221,6 +221,29 @@ def test_filter_weights_producers_and_depthwise_live_variables_with_axes():
         surgery.filter_weights(model, "input_layer")
 
 
+def test_scale_weights_batchnorms_on_the_group_channels_in_order():
+    inp = keras.Input((8, 8, 3))
+    x = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(4, 3, name="a")(inp)))
+    x = L.BatchNormalization(center=False, name="bn2")(L.DepthwiseConv2D(3, name="dw")(x))
+    y = L.Concatenate()([L.Conv2D(2, 1, name="c")(x), L.Conv2D(3, 1, name="d")(x)])
+    y = L.BatchNormalization(name="bn3")(y)  # over two groups' channels: neither's scale
+    model = keras.Model(inp, L.Dense(1)(L.GlobalAveragePooling2D()(y)))
+    analysis = surgery.analyze(model)
+    groups = {g.name: g for g in analysis.groups}
+    assert groups["a"].scales == ("bn1", "bn2")
+    assert groups["c"].scales == () and groups["d"].scales == ()
+    got = analysis.scale_weights("a")
+    bn1, bn2 = model.get_layer("bn1"), model.get_layer("bn2")
+    assert [(v.path, axis) for v, axis in got] == [
+        (bn1.gamma.path, 0),
+        (bn1.beta.path, 0),
+        (bn2.gamma.path, 0),
+    ]
+    assert analysis.scale_weights("c") == []
+    with pytest.raises(surgery.SurgeryError, match="not prunable"):
+        analysis.scale_weights("input_layer")
+
+
 def test_get_layer_nested_path_resolves_and_unknown_raises():
     inner_in = keras.Input((4,))
     inner = keras.Model(inner_in, L.Dense(3, name="d")(inner_in), name="inner")

@@ -322,3 +322,15 @@ def test_config_train_section_bad_values_raise(override, message):
     cfg = config_lib.base_config()
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.apply_overrides(cfg, [override])
+
+
+def test_trainer_after_train_calls_get_steps_of_each_compiled_call():
+    seen = []
+    trainer = _trainer(
+        _model(),
+        options=training.StepOptions(steps_per_execution=2),
+        after_train_calls=[seen.append],
+    )
+    trainer.train_epoch(_dataset(), progress=False)  # 5 batches: calls of 2, 2 and 1 steps
+    trainer.evaluate(_dataset())  # evaluation runs no hook
+    assert seen == [2, 2, 1]

@@ -39,6 +39,8 @@ class ChannelGroup:
             are left out of ``filter_weights``.
         blocks: a removal must take the same number of channels from each of this many equal
             consecutive blocks of the group (grouped convolutions keep their group structure).
+        scales: paths of the per-channel normalisations (BatchNorm) applied to the channels in
+            the group's order, whose scale and offset set each channel's output.
     """
 
     name: str
@@ -49,6 +51,7 @@ class ChannelGroup:
     passthrough: tuple[str, ...] = ()
     partial: tuple[str, ...] = ()
     blocks: int = 1
+    scales: tuple[str, ...] = ()
 
 
 class _UnionFind:
@@ -133,6 +136,25 @@ class ModelAnalysis:
             pairs.extend(rule_for(layer).filter_weights(layer))
         return pairs
 
+    def scale_weights(self, group: ChannelGroup | str) -> list[tuple[Any, int]]:
+        """The live per-channel variables that set a prunable group's channel outputs (the
+        scale and offset of every BatchNorm in ``group.scales``), each with its channel axis;
+        empty for a group without one. Under a BatchNorm the output of a channel does not
+        depend on the size of the kernel before it, so these, not ``filter_weights``, say how
+        much a channel contributes and drive it to zero.
+
+        Raises:
+            SurgeryError: for an unknown or unprunable group.
+        """
+        group = self.group(group if isinstance(group, str) else group.name)
+        if not group.prunable:
+            raise SurgeryError(f"Channel group '{group.name}' is not prunable: {group.reason}")
+        return [
+            pair
+            for path in group.scales
+            for pair in rule_for(self.layers[path]).scale_weights(self.layers[path])
+        ]
+
 
 def analyze(model: keras.Model) -> ModelAnalysis:
     """Walks ``model`` once and resolves its channel groups.
@@ -161,12 +183,14 @@ def analyze(model: keras.Model) -> ModelAnalysis:
     for i, (labels, _) in enumerate(walk.blocks):
         r = roots[labels]
         first_block[r] = np.minimum(first_block[r], i)
-    through: dict[int, list[str]] = {}
-    for path, labels in walk.passthroughs:
-        through.setdefault(coupled.find(int(roots[labels[0]])), []).append((path, labels))
+    through, scaled = (
+        _by_group(walk.passthroughs, roots, coupled),
+        _by_group(walk.scalings, roots, coupled),
+    )
     groups, orders = [], {}
     for key, spaces in members.items():
         group, order = _resolve(spaces, roots, first_block, walk.blocks, through.get(key, []))
+        group = dataclasses.replace(group, scales=_in_order(scaled.get(key, []), roots, order))
         if divisions.get(key, 1) > 1 and group.prunable:
             group = dataclasses.replace(group, blocks=divisions[key])
         groups.append(group)
@@ -175,6 +199,20 @@ def analyze(model: keras.Model) -> ModelAnalysis:
     return ModelAnalysis(
         model, groups, walk.labels, roots, orders, walk.traces, walk.layers, walk.consumed
     )
+
+
+def _by_group(records: list, roots: np.ndarray, coupled: _UnionFind) -> dict[int, list]:
+    """``(path, labels)`` records of the walk, by the key of the group their channels are in."""
+    out: dict[int, list] = {}
+    for path, labels in records:
+        out.setdefault(coupled.find(int(roots[labels[0]])), []).append((path, labels))
+    return out
+
+
+def _in_order(records: list, roots: np.ndarray, order: np.ndarray) -> tuple[str, ...]:
+    """Paths of the records whose channels are the group's, in the group's order."""
+    paths = [path for path, labels in records if np.array_equal(roots[labels], order)]
+    return tuple(dict.fromkeys(paths))
 
 
 def _divisions(walk: Walk, roots, coupled, members) -> dict[int, int]:
@@ -234,17 +272,14 @@ def _resolve(spaces, roots, first_block, blocks, through) -> tuple[ChannelGroup,
                 reason = f"channels of '{s.path}' are coupled to each other"
                 break
     partial = [s.path for s in spaces if not np.array_equal(_ids(s, roots), order)]
-    passthrough = []
-    for path, labels in through:
-        if path not in passthrough and np.array_equal(roots[labels], order):
-            passthrough.append(path)
+    passthrough = _in_order(through, roots, order)
     group = ChannelGroup(
         name=first.name,
         size=len(order),
         producers=tuple(dict.fromkeys(s.path for s in spaces)),
         prunable=reason is None,
         reason=reason,
-        passthrough=tuple(passthrough),
+        passthrough=passthrough,
         partial=tuple(dict.fromkeys(partial)),
     )
     return group, order

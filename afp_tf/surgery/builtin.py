@@ -53,6 +53,18 @@ class PerChannelRule(Rule):
         return config, [w if w.shape[-1] == 1 else take(w, keep.inputs[0], -1) for w in weights]
 
 
+class BatchNormRule(PerChannelRule):
+    """``BatchNormalization``: its scale and offset set the output of each channel."""
+
+    def propagate(self, layer, inputs, ctx):
+        outputs = super().propagate(layer, inputs, ctx)
+        ctx.scales(inputs[0])
+        return outputs
+
+    def scale_weights(self, layer):
+        return [(v, 0) for v in (layer.gamma, layer.beta) if v is not None]
+
+
 class NormalizationRule(PerChannelRule):
     """``Normalization`` over the channel axis: per-channel mean and variance."""
 
@@ -286,7 +298,8 @@ register_many(
 )
 register_many([L.Activation], ActivationRule())
 register_many([L.Rescaling], RescalingRule())
-register_many([L.BatchNormalization, L.PReLU], PerChannelRule())
+register_many([L.BatchNormalization], BatchNormRule())
+register_many([L.PReLU], PerChannelRule())
 register_many([L.Normalization], NormalizationRule())
 register_many(
     [L.LayerNormalization, L.GroupNormalization, L.UnitNormalization, L.RMSNormalization],

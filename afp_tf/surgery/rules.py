@@ -40,6 +40,9 @@ class Context(Protocol):
     def passthrough(self, labels: Labels) -> None:
         """Record that this layer has per-channel filter weights for channels ``labels``."""
 
+    def scales(self, labels: Labels) -> None:
+        """Record that this layer sets the scale of channels ``labels`` (e.g. a BatchNorm)."""
+
     def divide(self, labels: Labels, blocks: int) -> None:
         """Removals from ``labels`` must take the same count from each of ``blocks`` blocks."""
 
@@ -86,6 +89,11 @@ class Rule:
 
     def filter_weights(self, layer: keras.layers.Layer) -> list[tuple[Any, int]]:
         """Live variables holding this layer's output filters, each with its filter axis."""
+        return []
+
+    def scale_weights(self, layer: keras.layers.Layer) -> list[tuple[Any, int]]:
+        """Live per-channel variables that set the scale of the channels through this layer
+        (a BatchNorm's scale and offset), each with its channel axis."""
         return []
 
 

@@ -36,6 +36,7 @@ class Walk:
         self.edges: list[tuple[Labels, Labels]] = []
         self.blocks: list[tuple[Labels, str]] = []
         self.passthroughs: list[tuple[str, Labels]] = []
+        self.scalings: list[tuple[str, Labels]] = []
         self.labels: dict[int, Labels | None] = {}
         self.first_inputs: dict[int, list] = {}
         self.boundary_calls: dict[str, int] = {}
@@ -80,6 +81,9 @@ class Walk:
 
     def passthrough(self, labels: Labels) -> None:
         self.passthroughs.append((self.path, labels))
+
+    def scales(self, labels: Labels) -> None:
+        self.scalings.append((self.path, labels))
 
     def divide(self, labels: Labels, blocks: int) -> None:
         self.divisions.append((labels, blocks, self.path))
@@ -160,19 +164,25 @@ class Walk:
         return [self.labels[id(t)] for t in inner.outputs]
 
     def _state(self) -> tuple:
-        lists = (self.spaces, self.edges, self.blocks, self.passthroughs, self.divisions)
+        lists = self._lists()
         return self.count, set(self.space_labels), tuple(len(x) for x in lists)
 
     def _restore(self, state: tuple) -> None:
         self.count, keys, sizes = state
         for key in set(self.space_labels) - keys:
             del self.space_labels[key]
-        for items, size in zip(
-            (self.spaces, self.edges, self.blocks, self.passthroughs, self.divisions),
-            sizes,
-            strict=True,
-        ):
+        for items, size in zip(self._lists(), sizes, strict=True):
             del items[size:]
+
+    def _lists(self) -> tuple:
+        return (
+            self.spaces,
+            self.edges,
+            self.blocks,
+            self.passthroughs,
+            self.scalings,
+            self.divisions,
+        )
 
     def _propagate(self, op, rule, inputs: list) -> list:
         kind = type(op).__name__
