@@ -369,11 +369,8 @@ class Pruner:
 
     def _recalibrate(self, model: keras.Model, analysis, epoch: int) -> None:
         """BatchNorm statistics of ``model`` re-estimated on training batches (options)."""
-        layers = [
-            layer
-            for layer in analysis.layers.values()
-            if isinstance(layer, keras.layers.BatchNormalization)
-        ]
+        bn = keras.layers.BatchNormalization
+        layers = [x for x in analysis.layers.values() if isinstance(x, bn)]
         if layers and self.options.recalibrate_batches:
             data = self.train_data(epoch) if callable(self.train_data) else self.train_data
             with self.strategy.scope():
@@ -390,8 +387,10 @@ class Pruner:
         steps = int(data.cardinality())
         if steps <= 0:
             raise ValueError(
-                "prune.shrink='fade' needs to know how many steps an epoch has, and the training "
-                "dataset's length is unknown: set train.steps_per_epoch (or prune.shrink='l1')."
+                "prune.shrink='fade' and recovery_schedule='cosine' need the steps of an epoch, "
+                "and the training dataset's length is unknown: set steps_per_epoch "
+                "(train.steps_per_epoch in a config), or shrink='l1' and "
+                "recovery_schedule='constant'."
             )
         return steps
 

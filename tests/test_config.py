@@ -156,3 +156,18 @@ def test_main_misspelt_key_exits_2_and_leaves_no_workdir(tmp_path):
     assert proc.returncode == 2
     assert "Did you mean 'prune.tolerance'" in proc.stderr
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    "name, round_",
+    [
+        ("lenet5_fashion_mnist", ("kernels", "l1", 0, "constant")),
+        ("ssd_gtsdb_synthetic", ("kernels", "l1", 0, "constant")),
+        ("frcnn_coco_synthetic", ("kernels", "l1", 0, "constant")),
+        ("vgg16_fashion_mnist", ("outputs", "fade", 50, "cosine")),
+        ("resnet56_fashion_mnist", ("outputs", "fade", 50, "cosine")),
+    ],
+)
+def test_load_config_round_kind_is_the_one_its_committed_results_used(name, round_):
+    p = config_lib.load_config(name).prune
+    assert (p.measure, p.shrink, p.recalibrate_batches, p.recovery_schedule) == round_
