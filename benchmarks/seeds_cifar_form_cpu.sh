@@ -52,11 +52,14 @@
 #   - VGG-16: 10 baseline epochs, at most 6 pruning rounds, 2 recovery and 2 fine-tune epochs;
 #     ResNet-56: 8 baseline epochs, at most 4 rounds, 1 recovery and 1 fine-tune epoch;
 #   - methods afp_tf and uniform_l1 only (global_l1 and the ablations: not in the time);
+#   - ResNet-56 ran seed 0 in one process, which was stopped (SIGTERM) as seed 1 began, and
+#     seeds 1 and 2 then each in its own process (RESNET_SEEDS="1 2" NETS=resnet56);
 #   - VGG-16 seed 0's afp_tf run was started first on its own (`--seeds 0 --methods afp_tf`, the
 #     same arguments) and the VGG process ran VGG_SEEDS=1,2,0 (seed 0's afp_tf read back); the
 #     result file's `command` is the last process to write it.
 # Run from the repository root: PYTHON=.venv/bin/python benchmarks/seeds_cifar_form_cpu.sh
-# (NETS="vgg16 resnet56" by default; METHODS=afp_tf,uniform_l1 by default).
+# (NETS="vgg16 resnet56" by default; METHODS=afp_tf,uniform_l1 by default; VGG_SEEDS is one
+# process's seed list, RESNET_SEEDS a space-separated list of them, one process each).
 set -e
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -82,7 +85,7 @@ launch() {  # NET SEEDS ARGS...: one process for these seeds (never two processe
 for net in ${NETS:-vgg16 resnet56}; do
   case $net in
     vgg16) launch vgg16 "${VGG_SEEDS:-0,1,2}" "${VGG16[@]}" ;;
-    resnet56) launch resnet56 0,1,2 "${RESNET56[@]}" ;;
+    resnet56) for seeds in ${RESNET_SEEDS:-0,1,2}; do launch resnet56 "$seeds" "${RESNET56[@]}"; done ;;
     *) echo "unknown net $net (vgg16 | resnet56)" >&2; exit 2 ;;
   esac
 done

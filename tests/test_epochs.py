@@ -125,13 +125,14 @@ def test_run_epochs_inconsistent_options_raise(kwargs, message):
 
 def test_pruner_make_trainer_walks_graph_for_orthogonality_only_when_training(monkeypatch):
     from afp_tf import pruner as pruner_lib
+    from afp_tf import round_weights
     from afp_tf.options import PruneOptions
     from afp_tf.task import Task
 
     built = []
-    real = pruner_lib.orthogonality_loss
+    real = round_weights.orthogonality_loss
     monkeypatch.setattr(
-        pruner_lib, "orthogonality_loss", lambda m, b, a=None: built.append(b) or real(m, b, a)
+        round_weights, "orthogonality_loss", lambda m, b, a=None: built.append(b) or real(m, b, a)
     )
     task = Task(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
