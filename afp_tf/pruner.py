@@ -316,7 +316,7 @@ class Pruner:
         penalty.set_candidates(candidates)
         start_norms = afp.filter_importance(weights, normalize="none")
         if opts.shrink == "fade" and candidates and opts.penalty_epochs:
-            fade = regularizers.TargetedFade(penalty, opts.penalty_epochs * self._epoch_steps())
+            fade = regularizers.TargetedFade(penalty, opts.penalty_epochs * self.epoch_steps)
             trainer = self.make_trainer(work, analysis=work_analysis, after_train_calls=[fade])
         else:
             penalty.set_strength(plan.strength)
@@ -336,7 +336,10 @@ class Pruner:
             pruned = surgery.remove_filters(work, candidates, analysis=work_analysis)
         pruned_analysis = surgery.analyze(pruned)
         self._recalibrate(pruned, pruned_analysis, state.epoch)
-        trainer = self.make_trainer(pruned, analysis=pruned_analysis)
+        epochs = controller.recovery_epochs(opts.recovery_epochs)
+        anneal = opts.recovery_schedule == "cosine" and epochs
+        factory = _annealed(self.optimizer_factory, epochs * self.epoch_steps) if anneal else None
+        trainer = self.make_trainer(pruned, analysis=pruned_analysis, optimizer_factory=factory)
         val = self._metric(trainer, "val")
         info["val_after_removal"] = val
         # Recover (on the validation split) to a margin above its floor when r epochs allow, so
@@ -344,11 +347,8 @@ class Pruner:
         spend = controller.budget - controller.margin
         offset = controller.accept_floor - controller.baseline + opts.recovery_margin * spend
         target = state.val_baseline + offset
-        epochs = controller.recovery_epochs(opts.recovery_epochs)
         epoch0 = state.epoch
-        if opts.recovery_schedule == "cosine" and epochs:
-            factory = _annealed(self.optimizer_factory, epochs * self._epoch_steps())
-            trainer = self.make_trainer(pruned, analysis=pruned_analysis, optimizer_factory=factory)
+        if anneal:
             val = self.train_epochs(trainer, state, epochs, "recover", until=lambda m: False)
         elif val < target:
             last = self.train_epochs(trainer, state, epochs, "recover", until=lambda m: m >= target)
@@ -378,7 +378,8 @@ class Pruner:
                     model, layers, data, self.options.recalibrate_batches
                 )
 
-    def _epoch_steps(self) -> int:
+    @functools.cached_property
+    def epoch_steps(self) -> int:
         """Training steps per epoch (``steps_per_epoch``, else the dataset's known length)."""
         if self.steps_per_epoch:
             return self.steps_per_epoch
@@ -406,7 +407,8 @@ class Pruner:
 
 
 def _annealed(factory: Callable[[], keras.optimizers.Optimizer], steps: int) -> Callable:
-    """``factory``'s optimizer with its learning rate decayed to 0 (cosine) over ``steps``."""
+    """``factory``'s optimizer with its learning rate decayed to 0 (cosine) over ``steps`` (a
+    rate that is already a schedule is kept)."""
 
     def make() -> keras.optimizers.Optimizer:
         optimizer = factory()
