@@ -129,6 +129,25 @@ def uniform_l1(
     return _result(pruned, history, epochs, {"ratio": ratio, "finetune": history})
 
 
+def uniform_l1_fraction(
+    model: keras.Model,
+    fraction: float,
+    tuner: FineTuner,
+    epochs: int,
+    *,
+    min_filters: int = 1,
+) -> BaselineResult:
+    """Li et al. (2017) at a given ``fraction`` of every group's lowest-ℓ1 filters, one shot,
+    then ``epochs`` of fine-tuning (a point of the uniform ladder in ``benchmarks/frontier.py``)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}.")
+    weights, blocks = _group_weights(model)
+    importance = afp.filter_importance(weights, normalize="none")
+    pruned = tuner.prune(model, afp.uniform_selection(importance, fraction, min_filters, blocks))
+    pruned, history = tuner.train(pruned, epochs, final=True)
+    return _result(pruned, history, epochs, {"ratio": fraction, "finetune": history})
+
+
 def uniform_ratio_for_macs(
     model: keras.Model, macs_target: float, tuner: FineTuner, min_filters: int = 1, steps: int = 24
 ) -> tuple[float, keras.Model, int]:

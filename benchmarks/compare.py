@@ -69,20 +69,20 @@ def main(argv: list[str] | None = None) -> dict:
     config_lib.apply_overrides(cfg, [*args.override, "export.enabled=false"])
     workdir = args.workdir or Path("runs") / f"compare_{cfg.name}"
     with common.wall_clock(workdir) as wall:  # every invocation on workdir counts
-        results = {"a": _afp(cfg, workdir / "a", [])}
+        results = {"a": afp_run(cfg, workdir / "a", [])}
         baseline_path = workdir / "a" / "baseline.keras"
         budget = results["a"]["budget_epochs"]
         target_macs = results["a"]["macs"]
         ablations = {"d": ["orth.beta=0.0"], "e": ["prune.rule=fixed"]}
         for m in methods:
             if m in ablations:
-                results[m] = _afp(
+                results[m] = afp_run(
                     cfg, workdir / m, [f"train.baseline_model={baseline_path}", *ablations[m]]
                 )
         baseline_runs = {
-            "b": lambda t: baselines.uniform_l1(_load(baseline_path), target_macs, t, budget),
+            "b": lambda t: baselines.uniform_l1(load_model(baseline_path), target_macs, t, budget),
             "c": lambda t: baselines.iterative_global_l1(
-                _load(baseline_path),
+                load_model(baseline_path),
                 target_macs,
                 t,
                 budget,
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
                 max_group_fraction=cfg.prune.max_group_fraction,
             ),
             "b15": lambda t: baselines.uniform_l1(
-                _load(baseline_path),
+                load_model(baseline_path),
                 min(TARGET_MACS_FACTOR * target_macs, results["a"]["baseline"]["macs"]),
                 t,
                 budget,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         for m in methods:
             if m in baseline_runs:
                 data = data or load_task(cfg)
-                results[m] = _baseline_method(cfg, data, workdir / m, baseline_runs[m])
+                results[m] = comparison_run(cfg, data, workdir / m, baseline_runs[m])
         data = data or load_task(cfg)
         for m in methods:
             results[m]["latency"] = _latency(cfg, data, workdir / m, args.latency_runs)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
-def _afp(cfg, workdir: Path, overrides: list[str]) -> dict:
+def afp_run(cfg, workdir: Path, overrides: list[str]) -> dict:
     """An afp_tf pipeline run (resumed if the workdir has one); its numbers and epoch budget."""
     c = cfg.copy_and_resolve_references()
     config_lib.apply_overrides(c, overrides)
@@ -164,7 +164,7 @@ def _afp(cfg, workdir: Path, overrides: list[str]) -> dict:
     }
 
 
-def _baseline_method(cfg, data, workdir: Path, method) -> dict:
+def comparison_run(cfg, data, workdir: Path, method) -> dict:
     """Runs a baselines.* method unless ``workdir/result.json`` holds its result."""
     done = workdir / "result.json"
     if done.exists():
@@ -236,7 +236,7 @@ def _latency(cfg, data, workdir: Path, runs: int, model_file: str = "pruned.kera
         return io_utils.read_json(done)
     x, y = data.sample("val", cfg.export.samples)
     export.export_model(
-        _load(workdir / model_file),
+        load_model(workdir / model_file),
         out_dir,
         formats=("tflite_fp32",),
         representative=x,
@@ -320,7 +320,7 @@ def save_macs_plot(fig, ax, title: str, path: Path, spread: str = "") -> None:
     plt.close(fig)
 
 
-def _load(path: Path):
+def load_model(path: Path):
     import keras
 
     return keras.saving.load_model(path, compile=False)

@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cfg = config_lib.load_config(args.config)
     config_lib.apply_overrides(cfg, [*args.override, "export.enabled=false"])
-    seeds = _numbers(args.seeds, int, "--seeds")
-    tolerances = _numbers(args.tolerances, float, "--tolerances") or [cfg.prune.tolerance]
-    ablation = _numbers(args.ablation_tolerances, float, "--ablation-tolerances") or tolerances
+    seeds = parse_numbers(args.seeds, int, "--seeds")
+    tolerances = parse_numbers(args.tolerances, float, "--tolerances") or [cfg.prune.tolerance]
+    ablation = parse_numbers(args.ablation_tolerances, float, "--ablation-tolerances") or tolerances
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -85,11 +85,11 @@ def _run_one(cfg, workdir: Path, seed: int, method: str, eps: float, rate: float
     done = run_dir / "run.json"
     if done.is_file():
         return io_utils.read_json(done)
-    base = _baseline(cfg, workdir, seed)
+    base = shared_baseline(cfg, workdir, seed)
     with common.wall_clock(run_dir) as wall:
         if method in AFP_METHODS:
             overrides = [*base["overrides"], f"prune.tolerance={eps}", *AFP_METHODS[method]]
-            r = compare._afp(cfg, run_dir, overrides)
+            r = compare.afp_run(cfg, run_dir, overrides)
             out = {"epochs": r["epochs_used"], "rounds": r["rounds"], "stop": r["stop_reason"]}
         else:
             afp = _run_one(cfg, workdir, seed, "afp_tf", eps, rate)
@@ -114,7 +114,7 @@ def _run_one(cfg, workdir: Path, seed: int, method: str, eps: float, rate: float
     return record
 
 
-def _baseline(cfg, workdir: Path, seed: int) -> dict:
+def shared_baseline(cfg, workdir: Path, seed: int) -> dict:
     """The seed's trained, unpruned model (trained once; every method starts from it)."""
     run_dir = workdir / f"seed{seed}" / "baseline"
     seed_overrides = [f"seed={seed}", f"data.seed={seed}"]
@@ -142,12 +142,12 @@ def _matched(cfg, base: dict, run_dir: Path, method: str, afp: dict, rate: float
     if method == "uniform_l1":
 
         def method_fn(tuner):
-            return baselines.uniform_l1(compare._load(model_path), target, tuner, budget)
+            return baselines.uniform_l1(compare.load_model(model_path), target, tuner, budget)
     else:
 
         def method_fn(tuner):
             return baselines.iterative_global_l1(
-                compare._load(model_path),
+                compare.load_model(model_path),
                 target,
                 tuner,
                 budget,
@@ -156,7 +156,7 @@ def _matched(cfg, base: dict, run_dir: Path, method: str, afp: dict, rate: float
                 max_group_fraction=c.prune.max_group_fraction,
             )
 
-    return compare._baseline_method(c, load_task(c), run_dir, method_fn)
+    return compare.comparison_run(c, load_task(c), run_dir, method_fn)
 
 
 def _write(name: str, config: str, cfg, workdir: Path) -> dict:
@@ -239,7 +239,7 @@ def _plot(out: dict, path: Path) -> None:
     compare.save_macs_plot(fig, ax, out["config"], path, spread=", mean ± sd over seeds")
 
 
-def _numbers(text: str, kind, flag: str) -> list:
+def parse_numbers(text: str, kind, flag: str) -> list:
     try:
         return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:

@@ -1,0 +1,302 @@
+"""afp_tf on the accuracy-vs-MACs frontier of simpler methods, where filters are redundant.
+
+    .venv/bin/python benchmarks/frontier.py vgg16_fashion_mnist --seeds 0,1,2 \
+        [--name vgg16_x0.5] [--tolerances 0.005,0.01,0.02] [--budget-tolerance 0.01] \
+        [--fractions 0.2,0.3,0.45,0.6] [--reductions 1.5,2,3,4,6] \
+        [--methods afp_tf,uniform_l1,global_l1] [--workdir DIR] [--override key=value ...]
+
+Per seed (``seed`` and ``data.seed``): one trained baseline shared by every method, then
+
+* ``afp_tf`` at each tolerance (the config as given);
+* ``uniform_l1``: a ladder of one-shot uniform ℓ1 fractions (Li et al., 2017);
+* ``global_l1``: iterative global ℓ1 (10 % of the filters per round) to a ladder of MACs
+  reductions (baseline MACs / target);
+
+every ladder point fine-tuned for the epochs ``afp_tf`` spent at ``--budget-tolerance`` on that
+seed (cosine learning rate, best validation epoch), so equal accuracy is compared at equal
+training. For every afp_tf run, :func:`frontier_reduction` interpolates the MACs reduction each
+ladder method reaches at the same test drop on the same seed; ``afp_tf`` removing ``k×`` the
+MACs of uniform ℓ1 at equal accuracy is the ratio of the two.
+
+Resumable: every run lives in ``WORKDIR/seed<S>/<method>_<point>/run.json``; a finished one is
+read back, an unfinished one resumed. After each run ``benchmarks/results/frontier_<name>.json``
+and its ``.png`` are rewritten atomically from every finished run on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+import compare  # noqa: E402
+import seeds  # noqa: E402
+
+from afp_tf import baselines, config_lib, io_utils  # noqa: E402
+from afp_tf.tasks import load_task  # noqa: E402
+
+LADDERS = ("uniform_l1", "global_l1")
+METHODS = ("afp_tf", *LADDERS)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="config NAME[:ARG] under configs/")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--name", default="", help="result name; default MODEL_xWIDTH")
+    parser.add_argument("--tolerances", default="0.005,0.01,0.02")
+    parser.add_argument("--budget-tolerance", type=float, default=0.01)
+    parser.add_argument("--fractions", default="0.2,0.3,0.45,0.6", help="uniform_l1 ladder")
+    parser.add_argument("--reductions", default="1.5,2,3,4,6", help="global_l1 ladder (×)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--override", action="append", default=[], help="key=value")
+    parser.add_argument("--global-rate", type=float, default=0.1, help="global_l1 per round")
+    args = parser.parse_args(argv)
+    cfg = config_lib.load_config(args.config)
+    config_lib.apply_overrides(cfg, [*args.override, "export.enabled=false"])
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}.")
+    plan = {
+        "afp_tf": seeds.parse_numbers(args.tolerances, float, "--tolerances"),
+        "uniform_l1": seeds.parse_numbers(args.fractions, float, "--fractions"),
+        "global_l1": seeds.parse_numbers(args.reductions, float, "--reductions"),
+    }
+    name = args.name or f"{cfg.model.name}_x{cfg.model.width:g}"
+    workdir = args.workdir or Path("runs") / f"frontier_{name}"
+    budget_eps = args.budget_tolerance
+    for seed in seeds.parse_numbers(args.seeds, int, "--seeds"):
+        # The budget run first (every ladder point needs its epochs), then the ladders, then the
+        # other tolerances.
+        order = [("afp_tf", budget_eps)]
+        order += [(m, p) for m in LADDERS if m in methods for p in plan[m]]
+        if "afp_tf" in methods:
+            order += [("afp_tf", eps) for eps in plan["afp_tf"] if eps != budget_eps]
+        for method, point in order:
+            _run_one(cfg, workdir, seed, method, point, budget_eps, args.global_rate)
+            _write(name, args.config, cfg, workdir)
+    return _write(name, args.config, cfg, workdir)
+
+
+def _point_dir(workdir: Path, seed: int, method: str, point: float) -> Path:
+    tag = {"afp_tf": "eps", "uniform_l1": "frac", "global_l1": "x"}[method]
+    return workdir / f"seed{seed}" / f"{method}_{tag}{point:g}"
+
+
+def _run_one(cfg, workdir: Path, seed, method: str, point, budget_eps, rate) -> dict:
+    """One run (read back if finished, else run or resumed); returns its ``run.json``."""
+    run_dir = _point_dir(workdir, seed, method, point)
+    done = run_dir / "run.json"
+    if done.is_file():
+        return io_utils.read_json(done)
+    base = seeds.shared_baseline(cfg, workdir, seed)
+    with common.wall_clock(run_dir) as wall:
+        if method == "afp_tf":
+            overrides = [*base["overrides"], f"prune.tolerance={point}"]
+            r = compare.afp_run(cfg, run_dir, overrides)
+            extra = {"tolerance": point, "rounds": r["rounds"], "stop": r["stop_reason"]}
+        else:
+            budget = _run_one(cfg, workdir, seed, "afp_tf", budget_eps, budget_eps, rate)["epochs"]
+            r = _ladder_point(cfg, base, run_dir, method, point, budget, rate)
+            extra = {"fraction" if method == "uniform_l1" else "reduction_target": point}
+            extra["budget_tolerance"] = budget_eps
+    record = {
+        "method": method,
+        "seed": seed,
+        **extra,
+        "baseline_val": base["val"],
+        "baseline_test": base["test"],
+        **{k: r[k] for k in ("val", "test", "macs", "params")},
+        "baseline_macs": base["macs"],
+        "baseline_params": base["params"],
+        "epochs": r["epochs_used"],
+        "wall_seconds": round(wall["seconds"], 1),
+        "baseline_epochs": cfg.train.baseline_epochs,
+    }
+    io_utils.write_json(done, record)
+    return record
+
+
+def _ladder_point(cfg, base: dict, run_dir: Path, method: str, point, budget: int, rate) -> dict:
+    """A uniform ℓ1 fraction or a global ℓ1 MACs reduction, fine-tuned for ``budget`` epochs."""
+    c = cfg.copy_and_resolve_references()
+    config_lib.apply_overrides(c, base["seed_overrides"])
+    model_path = base["model"]
+    if method == "uniform_l1":
+
+        def method_fn(tuner):
+            model = compare.load_model(model_path)
+            return baselines.uniform_l1_fraction(model, point, tuner, budget)
+    else:
+
+        def method_fn(tuner):
+            return baselines.iterative_global_l1(
+                compare.load_model(model_path),
+                base["macs"] / point,
+                tuner,
+                budget,
+                rate=rate,
+                importance=c.prune.importance,
+                max_group_fraction=c.prune.max_group_fraction,
+            )
+
+    return compare.comparison_run(c, load_task(c), run_dir, method_fn)
+
+
+def frontier_reduction(ladder: list[tuple[float, float]], drop: float) -> tuple[float, bool]:
+    """The MACs reduction a ladder method reaches at test ``drop``, interpolated on its ladder.
+
+    ``ladder`` holds ``(test drop, MACs reduction)`` points of one seed; the unpruned model
+    ``(0, 1)`` starts it. Points are taken in order of reduction with the drop made monotone
+    (a point never counts as more accurate than a less pruned one, nor than the unpruned model),
+    and the reduction is interpolated linearly in log-reduction between the two points around
+    ``drop``; a negative ``drop`` (a gain) is compared at 0. Returns ``(reduction, bounded)``:
+    ``bounded`` is False when ``drop`` lies beyond the ladder's largest drop, where its largest
+    reduction is only a lower bound of what the method would reach.
+    """
+    drop = max(drop, 0.0)
+    monotone, worst = [], 0.0
+    for reduction, d in sorted([(1.0, 0.0), *((r, d) for d, r in ladder)]):
+        worst = max(worst, d)
+        monotone.append((reduction, worst))
+    for (r0, d0), (r1, d1) in zip(monotone, monotone[1:], strict=False):
+        if d0 <= drop < d1:
+            t = (drop - d0) / (d1 - d0)
+            return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0))), True
+    return monotone[-1][0], drop == monotone[-1][1]
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per method and point: mean ± sd; per afp_tf run: the ladders' reductions at its drop."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], _point(r)), []).append(r)
+    points = []
+    for (method, point), rs in sorted(
+        groups.items(), key=lambda kv: (METHODS.index(kv[0][0]), kv[0][1])
+    ):
+        cols = {
+            "test": [r["test"] for r in rs],
+            "test_drop": [r["baseline_test"] - r["test"] for r in rs],
+            "macs": [r["macs"] for r in rs],
+            "macs_reduction": [r["baseline_macs"] / r["macs"] for r in rs],
+            "params_reduction": [r["baseline_params"] / r["params"] for r in rs],
+            "epochs": [r["epochs"] for r in rs],
+            "wall_seconds": [r["wall_seconds"] for r in rs],
+        }
+        row = {"method": method, "point": point, "n": len(rs)}
+        row.update({k: _stat(v) for k, v in cols.items()})
+        points.append(row)
+    matched = []
+    for r in runs:
+        if r["method"] != "afp_tf":
+            continue
+        drop = r["baseline_test"] - r["test"]
+        row = {
+            "seed": r["seed"],
+            "tolerance": r["tolerance"],
+            "test_drop": drop,
+            "macs_reduction": r["baseline_macs"] / r["macs"],
+            "within_tolerance_plus_0.3pt": drop <= r["tolerance"] + 0.003 + 1e-9,
+        }
+        for method in LADDERS:
+            ladder = [
+                (x["baseline_test"] - x["test"], x["baseline_macs"] / x["macs"])
+                for x in runs
+                if x["method"] == method and x["seed"] == r["seed"]
+            ]
+            if not ladder:
+                continue
+            reduction, bounded = frontier_reduction(ladder, drop)
+            row[method] = {
+                "macs_reduction_at_equal_drop": reduction,
+                "interpolated": bounded,
+                "afp_tf_over_it": row["macs_reduction"] / reduction,
+            }
+        matched.append(row)
+    return {"points": points, "afp_tf_vs_ladders": matched}
+
+
+def _point(r: dict) -> float:
+    return r.get("tolerance", r.get("fraction", r.get("reduction_target")))
+
+
+def _stat(values: list[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def _write(name: str, config: str, cfg, workdir: Path) -> dict:
+    """Rewrites the result file and plot from every finished run under ``workdir``."""
+    runs = [io_utils.read_json(p) for p in sorted(workdir.glob("seed*/*/run.json"))]
+    runs.sort(key=lambda r: (r["seed"], METHODS.index(r["method"]), _point(r)))
+    out = {
+        "config": config,
+        "model": cfg.model.name,
+        "width": cfg.model.width,
+        "train_examples": _train_examples(cfg),
+        "config_values": cfg.to_dict(),
+        "runs": runs,
+        "summary": summarize(runs),
+    }
+    path = common.write_result(f"frontier_{name}", out)
+    _plot(out, common.RESULTS / f"frontier_{name}.png")
+    print(f"wrote {path} ({len(runs)} runs)", flush=True)
+    return io_utils.read_json(path)
+
+
+def _train_examples(cfg) -> int | None:
+    """Training images the runs use (classification; None for other tasks)."""
+    if cfg.task != "classification":
+        return None
+    from afp_tf import data as data_lib
+
+    return int(data_lib.load_classification(cfg.data).num_train)
+
+
+def _plot(out: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for method, marker in zip(METHODS, ("o", "s", "^"), strict=True):
+        rows = [p for p in out["summary"]["points"] if p["method"] == method]
+        if not rows:
+            continue
+        ax.errorbar(
+            [p["macs"]["mean"] for p in rows],
+            [100 * p["test"]["mean"] for p in rows],
+            xerr=[p["macs"]["sd"] for p in rows],
+            yerr=[100 * p["test"]["sd"] for p in rows],
+            fmt=marker + ("" if method == "afp_tf" else "--"),
+            capsize=3,
+            label=f"{method} (n={max(p['n'] for p in rows)} seeds)",
+        )
+    bases = {(r["seed"], r["baseline_macs"], r["baseline_test"]) for r in out["runs"]}
+    if bases:
+        tests = [100 * b[2] for b in bases]
+        ax.errorbar(
+            statistics.fmean(b[1] for b in bases),
+            statistics.fmean(tests),
+            yerr=statistics.stdev(tests) if len(tests) > 1 else 0.0,
+            fmt="*k",
+            markersize=12,
+            label="unpruned",
+        )
+    title = f"{out['model']} ×{out['width']:g}"
+    compare.save_macs_plot(fig, ax, title, path, spread=", mean ± sd over seeds")
+
+
+if __name__ == "__main__":
+    main()

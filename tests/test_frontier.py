@@ -1,0 +1,141 @@
+"""benchmarks/frontier.py: the ladder interpolation, the result file's keys and the plan's order."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import ml_collections
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+
+RUN_KEYS = {
+    "method",
+    "seed",
+    "baseline_val",
+    "baseline_test",
+    "val",
+    "test",
+    "macs",
+    "params",
+    "baseline_macs",
+    "baseline_params",
+    "epochs",
+    "wall_seconds",
+}
+
+
+def _frontier():
+    spec = importlib.util.spec_from_file_location("frontier", REPO / "benchmarks" / "frontier.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_frontier_reduction_interpolates_in_log_reduction_between_ladder_points():
+    f = _frontier()
+    ladder = [(0.004, 2.0), (0.02, 4.0)]  # (test drop, MACs reduction)
+    # halfway in drop between 2x and 4x: sqrt(2 * 4)
+    reduction, bounded = f.frontier_reduction(ladder, 0.012)
+    assert reduction == pytest.approx(math.sqrt(8.0))
+    assert bounded
+    # between the unpruned model (0, 1x) and the first point
+    assert f.frontier_reduction(ladder, 0.002)[0] == pytest.approx(math.sqrt(2.0))
+    # beyond the ladder: its largest reduction, flagged as a lower bound
+    assert f.frontier_reduction(ladder, 0.05) == (4.0, False)
+
+
+def test_frontier_reduction_monotone_drop_and_gains_compared_at_zero():
+    f = _frontier()
+    # the 3x point is more accurate than the 2x one: it counts at the 2x point's drop
+    ladder = [(0.01, 2.0), (0.005, 3.0), (-0.001, 1.5), (0.03, 6.0)]
+    reduction, _ = f.frontier_reduction(ladder, 0.01)
+    assert reduction == pytest.approx(3.0)
+    # an afp_tf gain (negative drop) is compared with the ladder at no loss: 1.5x (drop <= 0)
+    assert f.frontier_reduction(ladder, -0.002)[0] == pytest.approx(1.5)
+
+
+def _run(method, seed, test, macs, **point):
+    return {
+        "method": method,
+        "seed": seed,
+        **point,
+        "baseline_val": 0.90,
+        "baseline_test": 0.88,
+        "val": 0.89,
+        "test": test,
+        "macs": macs,
+        "params": macs // 10,
+        "baseline_macs": 1_200_000,
+        "baseline_params": 120_000,
+        "epochs": 30,
+        "wall_seconds": 10.0,
+    }
+
+
+def test_write_result_has_required_keys_and_afp_tf_over_uniform(tmp_path, monkeypatch):
+    f = _frontier()
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    work = tmp_path / "work"
+    runs = [
+        _run("afp_tf", 0, 0.87, 300_000, tolerance=0.01),  # 4x at drop 0.01
+        _run("uniform_l1", 0, 0.876, 600_000, fraction=0.2),  # 2x at drop 0.004
+        _run("uniform_l1", 0, 0.86, 300_000, fraction=0.45),  # 4x at drop 0.02
+    ]
+    for r in runs:
+        point = r.get("tolerance", r.get("fraction"))
+        path = f._point_dir(work, 0, r["method"], point) / "run.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(r))
+    cfg = ml_collections.ConfigDict(
+        {"model": {"name": "vgg16", "width": 0.5}, "task": "detection", "name": "x"}
+    )
+    out = f._write("vgg16_x0.5", "vgg16_fashion_mnist", cfg, work)
+    top = {"config", "command", "date", "machine", "model", "width", "train_examples", "runs"}
+    assert top <= set(out)
+    assert (out["model"], out["width"]) == ("vgg16", 0.5)
+    assert all(set(r) >= RUN_KEYS for r in out["runs"])
+    assert [r.get("fraction") for r in out["runs"]] == [None, 0.2, 0.45]
+    (row,) = out["summary"]["afp_tf_vs_ladders"]
+    assert row["macs_reduction"] == pytest.approx(4.0)
+    uniform = row["uniform_l1"]
+    # uniform at drop 0.01: 3/8 of the way from 2x (0.004) to 4x (0.02) in log-reduction
+    assert uniform["macs_reduction_at_equal_drop"] == pytest.approx(2.0 * 2 ** (0.375))
+    assert uniform["afp_tf_over_it"] == pytest.approx(4.0 / (2.0 * 2**0.375))
+    assert "global_l1" not in row  # no ladder for it: nothing to compare with
+    assert row["within_tolerance_plus_0.3pt"]
+    assert (tmp_path / "results" / "frontier_vgg16_x0.5.png").stat().st_size > 1000
+
+
+def test_main_runs_the_budget_tolerance_before_the_ladders_it_sizes(tmp_path, monkeypatch):
+    f = _frontier()
+    calls = []
+    monkeypatch.setattr(f, "_run_one", lambda cfg, w, seed, m, p, *a: calls.append((seed, m, p)))
+    monkeypatch.setattr(f, "_write", lambda *a: {})
+    f.main(
+        [
+            "lenet5_fashion_mnist",
+            "--seeds",
+            "0,1",
+            "--tolerances",
+            "0.005,0.01",
+            "--fractions",
+            "0.3",
+            "--reductions",
+            "2",
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
+    assert calls[:4] == [
+        (0, "afp_tf", 0.01),
+        (0, "uniform_l1", 0.3),
+        (0, "global_l1", 2.0),
+        (0, "afp_tf", 0.005),
+    ]
+    assert calls[4][0] == 1 and len(calls) == 8
