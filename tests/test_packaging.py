@@ -113,7 +113,7 @@ def _venv_with_shared_deps(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_wheel_install_runs_quick_job_quietly_from_another_directory(tmp_path):
+def test_wheel_install_runs_quick_job_quietly_from_another_directory(tmp_path, tiny_fashion_mnist):
     (tmp_path / "src").mkdir()
     src = _copy_source(tmp_path / "src")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -142,7 +142,14 @@ def test_wheel_install_runs_quick_job_quietly_from_another_directory(tmp_path):
     ).stdout.split()
     assert all(p.startswith(str(tmp_path / "venv")) for p in where), where
     proc = subprocess.run(
-        [str(tmp_path / "venv" / "bin" / "afp-tf"), "--config", "lenet5_fashion_mnist:quick"],
+        [
+            str(tmp_path / "venv" / "bin" / "afp-tf"),
+            "--config",
+            "lenet5_fashion_mnist:quick",
+            # data the test wrote in the real (IDX) format, never the machine's installed copy
+            f"--config.data.data_dir={tiny_fashion_mnist}",
+            "--config.data.source=local",
+        ],
         capture_output=True,
         text=True,
         cwd=elsewhere,
