@@ -1,4 +1,4 @@
-"""AFP filter selection (ALGORITHM.md steps 2 and 4): importance, candidates, what to remove.
+"""AFP filter selection (docs/method.md, steps 2 and 4): importance, candidates, what to remove.
 
 All functions work on numpy copies of the weights; none touches a model. Group weights are given
 as ``group name -> [(variable, axis), ...]`` (``afp_tf.surgery.filter_weights``): the variables

@@ -25,6 +25,16 @@ _ACCURACY = {
     "binarycrossentropy": keras.metrics.BinaryAccuracy,
 }
 
+# Metrics that are a proportion of the examples, whose standard error sets the acceptance margin.
+_PROPORTIONS = (
+    keras.metrics.Accuracy,
+    keras.metrics.BinaryAccuracy,
+    keras.metrics.CategoricalAccuracy,
+    keras.metrics.SparseCategoricalAccuracy,
+    keras.metrics.TopKCategoricalAccuracy,
+    keras.metrics.SparseTopKCategoricalAccuracy,
+)
+
 
 @dataclasses.dataclass
 class PruneResult:
@@ -34,7 +44,10 @@ class PruneResult:
       model: the pruned plain functional ``keras.Model`` (compiled like the input if it was);
         it loads and exports without afp_tf.
       baseline_metric, metric: validation metric before and after.
-      floor: the lowest metric the tolerance allowed; ``metric >= floor`` always.
+      floor: the lowest metric the tolerance allowed (``baseline − ε``); ``metric >= floor``.
+      margin: ``margin_z`` standard errors of the baseline metric on the decision data
+        (``accept_data``, else ``val_data``); 0 for a metric that is not an accuracy.
+      accept_floor: ``floor + margin``, what every accepted round's metric reached.
       params, macs: ``(before, after)`` pairs.
       filters: per prunable group, ``(before, after)`` filter counts.
       rounds, stop_reason, history: how the pruning went, round by round.
@@ -44,6 +57,8 @@ class PruneResult:
     baseline_metric: float
     metric: float
     floor: float
+    margin: float
+    accept_floor: float
     params: tuple[int, int]
     macs: tuple[int, int]
     filters: dict[str, tuple[int, int]]
@@ -70,7 +85,13 @@ def prune(
     progress: bool = True,
     **prune_options: Any,
 ) -> PruneResult:
-    """Prunes whole filters of ``model`` while its validation metric stays within ``tolerance``.
+    """Prunes whole filters of ``model`` while its decision metric stays within ``tolerance``.
+
+    Every accept/reject decision is taken on ``accept_data``, or on ``val_data`` without it
+    (which recovery also early-stops on, so the floor is then less honest about unseen data).
+    A round counts only if that metric stays ``margin_z`` (default 1) standard errors of the
+    baseline above ``baseline − tolerance``: ``√(E(1−E)/n)`` for an accuracy ``E`` on ``n``
+    examples (arrays: their length; datasets: counted in one pass); other metrics get no margin.
 
     Args:
       model: a functional Keras model, trained; it is not modified. Its compiled loss, first
@@ -93,11 +114,13 @@ def prune(
         ``penalty_epochs``, ``recovery_epochs``, ``max_rounds``, ``rule``, ...).
 
     Returns:
-      A :class:`PruneResult`; ``result.model`` never scores below the floor on ``val_data``.
+      A :class:`PruneResult`; ``result.model`` never scores below ``result.accept_floor`` on
+      the decision data.
 
     Raises:
-      ValueError: missing ``val_data``, no loss or metric to use, unbatched data, a bad option
-        value; ``afp_tf.surgery.SurgeryError`` for a model the surgery cannot handle.
+      ValueError: missing ``val_data``, no loss or metric to use, unbatched or infinite
+        decision data, a bad option value, a margin not below the tolerance;
+        ``afp_tf.surgery.SurgeryError`` for a model the surgery cannot handle.
       TypeError: an unknown option, or data of an unsupported type.
     """
     if val_data is None:
@@ -119,6 +142,16 @@ def prune(
     accept_ds = None
     if accept_data is not None:
         accept_ds, _ = _as_dataset(accept_data, batch_size, rank, shuffle=False)
+    for name, ds in (("val_data", val_ds), ("accept_data", accept_ds)):
+        if ds is not None and ds.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(
+                f"{name} is an infinite dataset (repeat()?); every evaluation is one full pass "
+                "over it: give a finite one."
+            )
+    decision_size = 0
+    if options.margin_z and is_proportion(task.metrics()[0]):
+        decided = (accept_data, accept_ds) if accept_data is not None else (val_data, val_ds)
+        decision_size = _examples(*decided)
 
     pruner = Pruner(
         options=options,
@@ -126,6 +159,7 @@ def prune(
         train_data=train_ds,
         val_data=val_ds,
         accept_data=accept_ds,
+        accept_size=decision_size,
         strategy=strategy,
         optimizer_factory=make_optimizer,
         global_batch_size=global_batch,
@@ -150,6 +184,8 @@ def prune(
         baseline_metric=baseline,
         metric=state.metric,
         floor=controller.floor,
+        margin=controller.margin,
+        accept_floor=controller.accept_floor,
         params=(stats_before.params, stats_after.params),
         macs=(stats_before.macs, stats_after.macs),
         filters={k: (v, after.get(k, 0)) for k, v in before.items()},
@@ -173,6 +209,11 @@ def compile_like(source: keras.Model, target: keras.Model) -> None:
             target.compile(**keras.saving.deserialize_keras_object(config))
     except (TypeError, ValueError) as e:
         logging.warning("Could not compile the pruned model like the input: %s", e)
+
+
+def is_proportion(metric) -> bool:
+    """Whether ``metric`` (a Keras metric) is a proportion of the examples (an accuracy)."""
+    return isinstance(metric, _PROPORTIONS)
 
 
 def _task_from_model(model: keras.Model, loss, metric) -> Task:
@@ -237,6 +278,18 @@ def _as_dataset(
         f"Data must be a batched tf.data.Dataset of (x, y) or a tuple (x, y) of arrays, got "
         f"{type(data).__name__}."
     )
+
+
+def _examples(data, ds: tf.data.Dataset) -> int:
+    """The number of examples of ``data`` (arrays: their length; a dataset: one pass over
+    ``ds``, finite, summing its batch sizes)."""
+    if not isinstance(data, tf.data.Dataset):
+        return len(data[0])
+
+    def add(count, batch):
+        return count + tf.shape(tf.nest.flatten(batch)[0], out_type=tf.int64)[0]
+
+    return int(ds.reduce(tf.constant(0, tf.int64), add))
 
 
 def _batch_of(ds: tf.data.Dataset, default: int) -> int:

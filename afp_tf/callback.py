@@ -13,11 +13,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import afp, prc, regularizers, surgery
-from afp_tf.api import compile_like
+from afp_tf import prc, regularizers, surgery
+from afp_tf.api import compile_like, is_proportion
 from afp_tf.options import PruneOptions
+from afp_tf.pruner import macs_per_filter, round_candidates
 
-_SELECTION = (
+_OPTIONS = (
     "p_max",
     "p_min",
     "lambda_max",
@@ -28,6 +29,8 @@ _SELECTION = (
     "max_group_fraction",
     "delta_w",
     "delta_lambda",
+    "cost",
+    "margin_z",
 )
 
 
@@ -57,20 +60,37 @@ class AFPCallback(keras.callbacks.Callback):
 
     Candidates chosen at the end of epoch ``e`` are penalised during epoch ``e + 1``; after
     ``fit`` the candidates penalised during the last epoch are removed, provided the monitored
-    metric still met the floor at its end. So ``fit`` needs at least ``warmup_epochs + 1`` epochs
-    to remove anything.
+    metric still met the accept floor at its end. So ``fit`` needs at least
+    ``warmup_epochs + 1`` epochs to remove anything.
+
+    Decisions use ``monitor``, the validation metric (not held out from early stopping or
+    checkpoint selection on it, unlike ``afp_tf.prune``'s ``accept_data``). As in
+    ``afp_tf.prune``, an epoch counts only if it stays ``margin_z`` standard errors of the
+    baseline above ``baseline − tolerance`` (:attr:`accept_floor`); the standard error
+    ``√(E(1−E)/n)`` needs the number ``n`` of validation examples: ``validation_size``, or else
+    the example count of the monitored Keras accuracy metric after the baseline epoch (what its
+    value averaged over, so ``validation_steps`` is respected). Without either (a metric that is
+    not a Keras accuracy, e.g. AUC, or a custom ``test_step``) there is no margin:
+    :attr:`examples` is 0 and a warning is logged.
 
     Args:
       tolerance: accepted drop of ``monitor`` from its value after ``warmup_epochs`` (absolute).
       monitor: the validation metric in the epoch logs (higher is better).
       warmup_epochs: epochs of plain (orthogonality-regularised) training before selection.
       orth_beta: orthogonality strength (0 = off).
-      **options: fields of ``afp_tf.options.PruneOptions`` that apply to selection
-        (``p_max``, ``p_min``, ``lambda_max``, ``rule``, ``importance``, ``min_filters``,
-        ``round_to``, ``max_group_fraction``, ``delta_w``, ``delta_lambda``); each epoch is
-        reported to the controller as a round (accepted while the floor holds).
+      validation_size: validation examples ``monitor`` is measured on, a proportion of them
+        (e.g. accuracy); None = counted as above.
+      **options: fields of ``afp_tf.options.PruneOptions`` that apply to selection and
+        acceptance (``p_max``, ``p_min``, ``lambda_max``, ``rule``, ``importance``, ``cost``,
+        ``min_filters``, ``round_to``, ``max_group_fraction``, ``delta_w``, ``delta_lambda``,
+        ``margin_z``); each epoch is reported to the controller as a round (accepted while the
+        accept floor holds). ``cost="macs"`` divides importance by the MACs one filter of each
+        group costs, measured once when ``fit`` begins.
 
     Attributes:
+      margin, accept_floor: after the baseline epoch, the margin (0 = none) and
+        ``floor + margin``, the floor an epoch's ``monitor`` must meet (None before).
+      examples: the validation examples the margin was computed from (0 = unknown, no margin).
       candidates: group name -> filter indices selected at the last epoch end.
       removal: what :attr:`pruned_model` lacks (candidates penalised during the last epoch).
       pruned_model: after ``fit``, the smaller model, compiled like the input if it was.
@@ -83,19 +103,27 @@ class AFPCallback(keras.callbacks.Callback):
         monitor: str = "val_accuracy",
         warmup_epochs: int = 1,
         orth_beta: float = 1e-3,
+        validation_size: int | None = None,
         **options,
     ):
         super().__init__()
         if warmup_epochs < 1:
             raise ValueError(f"warmup_epochs must be >= 1 (the baseline), got {warmup_epochs}.")
-        unknown = sorted(set(options) - set(_SELECTION))
+        if validation_size is not None and not (
+            isinstance(validation_size, int) and validation_size >= 1
+        ):
+            raise ValueError(
+                f"validation_size must be an int >= 1 or None, got {validation_size!r}."
+            )
+        unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
             raise TypeError(
-                f"AFPCallback got an unknown option {unknown[0]!r}; valid: {', '.join(_SELECTION)}."
+                f"AFPCallback got an unknown option {unknown[0]!r}; valid: {', '.join(_OPTIONS)}."
             )
         self.options = PruneOptions(tolerance=tolerance, **options)
         self.tolerance, self.monitor, self.warmup_epochs = tolerance, monitor, warmup_epochs
-        self.orth_beta = orth_beta
+        self.orth_beta, self.validation_size = orth_beta, validation_size
+        self.examples = 0
         self.controller: prc.PruningRateController | None = None
         self.candidates: dict[str, list[int]] = {}
         self.removal: dict[str, list[int]] = {}
@@ -103,12 +131,25 @@ class AFPCallback(keras.callbacks.Callback):
         self.history: list[dict] = []
         self._attached: list[tuple[keras.Variable, object]] = []
 
+    @property
+    def margin(self) -> float | None:
+        return None if self.controller is None else self.controller.margin
+
+    @property
+    def accept_floor(self) -> float | None:
+        return None if self.controller is None else self.controller.accept_floor
+
     def on_train_begin(self, logs=None):
-        groups = [g for g in surgery.find_channel_groups(self.model) if g.prunable]
-        self._weights = {g.name: surgery.filter_weights(self.model, g) for g in groups}
+        analysis = surgery.analyze(self.model)
+        groups = analysis.prunable
+        self._weights = {g.name: analysis.filter_weights(g) for g in groups}
         self._blocks = {g.name: g.blocks for g in groups}
         self._filters = sum(g.size for g in groups)
-        self.controller, self._last = None, None
+        self._macs = None
+        if self.options.cost == "macs":
+            with self.model.distribute_strategy.scope():
+                self._macs = macs_per_filter(self.model, analysis)
+        self.controller, self._last, self.examples = None, None, 0
         self._penalty = regularizers.TargetedL1Penalty(self._weights)
         self.candidates, self.removal, self.pruned_model = {}, {}, None
         for name, pairs in self._weights.items():
@@ -130,7 +171,15 @@ class AFPCallback(keras.callbacks.Callback):
             return
         opts = self.options
         if self.controller is None:
-            self.controller = opts.controller(value, baseline_macs=1)
+            self.examples = self.validation_size or self._counted_examples()
+            margin = (
+                opts.margin_z * prc.standard_error(value, self.examples) if self.examples else 0
+            )
+            try:
+                self.controller = opts.controller(value, baseline_macs=1, margin=margin)
+            except ValueError:  # e.g. a margin not below the tolerance
+                self._detach()
+                raise
         else:  # the epoch with the last candidates penalised was a round
             penalised = sum(map(len, self.candidates.values())) / max(self._filters, 1)
             outcome = "accepted" if self.controller.meets_floor(value) else "failed"
@@ -142,14 +191,8 @@ class AFPCallback(keras.callbacks.Callback):
         plan = self.controller.plan(value)
         self.candidates = {}
         if not plan.recover_only:
-            self.candidates = afp.select_candidates(
-                afp.filter_importance(self._weights, normalize=opts.importance),
-                quantile=plan.quantile,
-                threshold=plan.threshold,
-                min_filters=opts.min_filters,
-                round_to=opts.round_to,
-                max_fraction=opts.max_group_fraction,
-                blocks=self._blocks,
+            self.candidates = round_candidates(
+                self._weights, plan, opts, blocks=self._blocks, macs_per_filter=self._macs
             )
         self._penalty.set_strength(plan.strength)
         self._penalty.set_candidates(self.candidates)
@@ -177,6 +220,26 @@ class AFPCallback(keras.callbacks.Callback):
             self.pruned_model = surgery.remove_filters(self.model, self.removal)
             if self.model.compiled:
                 compile_like(self.model, self.pruned_model)
+
+    def _counted_examples(self) -> int:
+        """The examples the monitored accuracy averaged over in the last evaluation (its state
+        after ``fit``'s validation pass), or 0 (with a warning) when it is not one."""
+        name = self.monitor.removeprefix("val_")
+        found = [
+            m
+            for top in self.model.metrics
+            for m in (top, *getattr(top, "metrics", ()))
+            if m.name == name and is_proportion(m)
+        ]
+        count = float(keras.ops.convert_to_numpy(found[0].count)) if found else 0.0
+        if count < 1 and self.options.margin_z:
+            logging.warning(
+                "AFPCallback: no acceptance margin: the number of validation examples behind %r "
+                "is unknown (no Keras accuracy metric of the model by that name counted any); "
+                "pass validation_size= if it is a proportion of them.",
+                self.monitor,
+            )
+        return round(count)
 
     def _detach(self) -> None:
         """Gives every variable back its own regularizer."""

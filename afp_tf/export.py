@@ -4,7 +4,9 @@
 :mod:`afp_tf.detection.export`) supplies its own exporter built on :func:`write_formats`, so
 nothing here knows about tasks. Every requested format is attempted: one that fails is reported
 with its cause and the others are still written. Full-integer ``tflite_int8`` calibrates on
-real inputs only; without them it is skipped with a note, never calibrated on noise.
+real inputs only; without them it is skipped with a note, never calibrated on noise. A model
+trained under a reduced-precision dtype policy (``mixed_bfloat16``, ``mixed_float16``) is
+exported as its float32 copy (:func:`afp_tf.precision.as_float32`).
 
 Command line (see :mod:`afp_tf.export_cli`)::
 
@@ -23,6 +25,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from afp_tf import precision
 from afp_tf.export_artifacts import (
     INPUT_NAME,
     check_single_io,
@@ -150,8 +153,13 @@ def export_model(
     val_y: np.ndarray | None,
     data_note: str | None = None,
     tolerances: Mapping[str, Mapping[str, float | None]] | None = None,
+    measure_metric: bool = True,
 ) -> dict:
     """Writes the artifacts of a classifier to ``out_dir``, verifies them, writes the report.
+
+    The artifacts and the Keras reference they are checked against are float32 whatever
+    ``model``'s dtype policy (``precision.as_float32``); the report's ``model_precision``
+    names the reduced-precision policies ``model`` was built with, if any.
 
     Args:
         model: A classifier with one image input and one logits output.
@@ -165,6 +173,10 @@ def export_model(
         data_note: Recorded in the report (e.g. where the inputs came from).
         tolerances: ``{format: {"max_rel_diff" | "max_metric_drop": value}}`` replacing the
             defaults of ``FORMATS`` (see :func:`parse_tolerances`).
+        measure_metric: False when ``val_x`` is not data (random inputs, whose logits sit near
+            ties): accuracy is not measured (None in the report) and every format is held to
+            its relative difference from Keras, by default ``Format.unmeasured_rel_diff``.
+            ``val_y`` must then be None.
 
     Returns:
         The report, also written to ``out_dir/export_report.json``.
@@ -173,15 +185,23 @@ def export_model(
         ExportVerificationError: A format failed (after every format was attempted and the
             report written); ``.report`` holds the report.
     """
-    fmts = resolve_formats(formats, tolerances)
+    if val_y is not None and not measure_metric:
+        raise ValueError("val_y is given but measure_metric=False: labels measure accuracy.")
+    fmts = resolve_formats(formats, tolerances, measured=measure_metric)
     out = prepare_out_dir(out_dir)
     input_shape = check_single_io(model)
+    reduced = ", ".join(sorted(precision.reduced_policies(model)))
+    if reduced:
+        logging.info("%s computes in %s: exporting its float32 copy.", model.name, reduced)
+    model = precision.as_float32(model)
     val_x, labels, keras_logits = _validation_data(model, val_x, val_y)
-    keras_metric = _accuracy(keras_logits, labels)
+    keras_metric = _accuracy(keras_logits, labels) if measure_metric else None
+    label_source = "given" if val_y is not None else "keras_argmax"
     report: dict[str, Any] = {
         "task": "classification",
+        "model_precision": reduced or "float32",
         "samples": len(val_x),
-        "labels": "given" if val_y is not None else "keras_argmax",
+        "labels": label_source if measure_metric else "none",
         "data": data_note or "validation set",
         "calibration": "none" if representative is None else f"{len(representative)} inputs",
         "metric": "accuracy",
@@ -195,8 +215,10 @@ def export_model(
         runner, logits, abs_diff, rel_diff, failures = run_and_compare(
             fmt, path, val_x, keras_logits
         )
-        metric = _accuracy(logits, labels)
-        failures += metric_failures(fmt, metric, keras_metric, "accuracy")
+        metric = None
+        if measure_metric:
+            metric = _accuracy(logits, labels)
+            failures += metric_failures(fmt, metric, keras_metric, "accuracy")
         return checked(
             fmt,
             path,

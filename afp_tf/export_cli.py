@@ -3,9 +3,10 @@
     afp-tf-export --model M.keras --out DIR [--formats all | a,b] [--data d.npz | IMAGE_DIR |
                   tfds:NAME[:SPLIT]] [--tolerance FORMAT.CHECK=VALUE ...] [-v 1]
 
-(``afp-tf-export`` is ``python -m afp_tf.export_cli``.) Without ``--data`` artifacts are
-compared with the Keras model on random inputs and full-integer int8 is skipped with a note;
-with it, int8 calibrates on real inputs and accuracy is checked against its labels. A summary
+(``afp-tf-export`` is ``python -m afp_tf.export_cli``.) Without ``--data`` artifacts'
+outputs are compared with the Keras model's on random inputs (accuracy is not measured) and
+full-integer int8 is skipped with a note; with it, int8 calibrates on real inputs and accuracy
+is checked against its labels (or, without labels, top-1 agreement with Keras). A summary
 table goes to stdout; the exit status is 0 when every requested format passed, 1 when one
 failed (its cause is in the table and in ``DIR/export_report.json``), 2 for bad arguments.
 """
@@ -119,6 +120,7 @@ def _export(args, formats, tolerances, log: Path) -> int:
             val_y=data.y,
             data_note=data.note,
             tolerances=tolerances,
+            measure_metric=data.real,
         )
     except export.ExportVerificationError as e:
         report = e.report

@@ -25,19 +25,24 @@ class ExportDataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ExportData:
-    """What the exporter verifies on (``x``, ``y``) and calibrates int8 on."""
+    """What the exporter verifies on (``x``, ``y``) and calibrates int8 on.
+
+    ``real`` is False for random inputs: they measure no accuracy, only numerics.
+    """
 
     x: np.ndarray
     y: np.ndarray | None
     calibration: np.ndarray | None
     note: str
+    real: bool = True
 
 
 def random_inputs(shape: tuple[int, ...], samples: int) -> ExportData:
-    """Uniform [0, 1) inputs: artifacts are compared with Keras only; nothing calibrates."""
+    """Uniform [0, 1) inputs: artifacts' outputs are compared with Keras; no accuracy is
+    measured (their logits sit near ties) and nothing calibrates."""
     x = np.random.default_rng(0).random((samples, *shape), dtype=np.float32)
-    note = "random uniform [0, 1) inputs (no --data): artifacts compared with Keras only"
-    return ExportData(x, None, None, note)
+    note = "random uniform [0, 1) inputs (no --data): outputs compared with Keras only"
+    return ExportData(x, None, None, note, real=False)
 
 
 def load(

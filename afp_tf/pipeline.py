@@ -324,6 +324,7 @@ class Run:
         state["pruned"] = {
             **_describe(model, metrics),
             "floor": controller.floor,
+            "margin": controller.margin,
             "accept_floor": controller.accept_floor,
             "meets_floor": bool(controller.meets_floor(decision)),
             "guarantee": controller.guarantee(decision, split if "accept" in metrics else "val"),

@@ -1,4 +1,4 @@
-"""The pruning rounds: AFP proposes and removes filters, the PRC sets how hard (ALGORITHM.md).
+"""The pruning rounds: AFP proposes and removes filters, the PRC sets how hard (docs/method.md).
 
 :class:`Pruner` is shared by the main job (``pipeline``) and the Python API (``afp_tf.prune``);
 it knows nothing of files except through the ``on_round_end`` hook the caller gives it.
@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -61,8 +61,9 @@ class Pruner:
       val_data: what recovery and early stopping look at.
       accept_data: what accept/reject decisions (and the floor) use; never trained or early
         stopped on. None = ``val_data`` (decisions then share the recovery's split).
-      accept_size: examples in ``accept_data`` for an accuracy-like metric: the acceptance
-        margin is ``options.margin_z`` standard errors of it; 0 = no margin.
+      accept_size: examples of the split decisions are taken on (``accept_data``, else
+        ``val_data``) for an accuracy-like metric: the acceptance margin is
+        ``options.margin_z`` standard errors of it; 0 = no margin (not a proportion).
       strategy: the ``tf.distribute`` strategy models and variables live under.
       optimizer_factory: zero-argument callable returning a fresh optimizer.
       global_batch_size: batch size summed over replicas.
@@ -299,18 +300,11 @@ class Pruner:
         blocks = {g.name: g.blocks for g in groups}
         candidates: dict[str, list[int]] = {}
         if not plan.recover_only:
-            scores = afp.filter_importance(weights, normalize=opts.importance)
+            macs = None
             if opts.cost == "macs":
-                scores = afp.per_cost(scores, self._macs_per_filter(work, work_analysis))
-            candidates = afp.select_candidates(
-                scores,
-                quantile=plan.quantile,
-                threshold=plan.threshold,
-                min_filters=opts.min_filters,
-                round_to=opts.round_to,
-                max_fraction=opts.max_group_fraction,
-                blocks=blocks,
-            )
+                with self.strategy.scope():
+                    macs = macs_per_filter(work, work_analysis)
+            candidates = round_candidates(weights, plan, opts, blocks=blocks, macs_per_filter=macs)
             if not candidates:
                 return "no candidates", None, info
         penalty.set_candidates(candidates)
@@ -395,15 +389,57 @@ class Pruner:
             )
         return steps
 
-    def _macs_per_filter(self, model: keras.Model, analysis) -> dict[str, float]:
-        """MACs saved by removing one filter of each group (measured by surgery)."""
-        total = stats.model_stats(model).macs
-        out = {}
-        with self.strategy.scope():
-            for g in analysis.prunable:
-                smaller = surgery.remove_filters(model, {g.name: [0]}, analysis=analysis)
-                out[g.name] = max(total - stats.model_stats(smaller).macs, 1)
-        return out
+
+def round_candidates(
+    weights: Mapping[str, Sequence[tuple[Any, int]]],
+    plan: prc.RoundPlan,
+    options: PruneOptions,
+    *,
+    blocks: Mapping[str, int] | None = None,
+    macs_per_filter: Mapping[str, float] | None = None,
+) -> dict[str, list[int]]:
+    """The candidates of one round, as the pruner and ``AFPCallback`` both choose them.
+
+    The ℓ1 importance of ``weights`` normalised as ``options.importance``, divided by each
+    group's MACs per filter when ``options.cost == "macs"`` (:func:`afp.per_cost`), below the plan's
+    quantile or threshold, within ``options``' ``min_filters``, ``round_to`` and
+    ``max_group_fraction``.
+
+    Args:
+      weights: group name -> ``(variable, axis)`` pairs the importance is measured on.
+      plan: the controller's plan of the round (not a recovery-only one).
+      options: the pruning options.
+      blocks: as for :func:`afp.select_candidates`.
+      macs_per_filter: group name -> MACs one filter's removal saves; needed for
+        ``cost="macs"`` (:func:`macs_per_filter`).
+    """
+    if plan.recover_only:
+        raise ValueError("A recovery-only round selects no candidates.")
+    scores = afp.filter_importance(weights, normalize=options.importance)
+    if options.cost == "macs":
+        if macs_per_filter is None:
+            raise ValueError("cost='macs' needs the MACs per filter of every group.")
+        scores = afp.per_cost(scores, macs_per_filter)
+    return afp.select_candidates(
+        scores,
+        quantile=plan.quantile,
+        threshold=plan.threshold,
+        min_filters=options.min_filters,
+        round_to=options.round_to,
+        max_fraction=options.max_group_fraction,
+        blocks=blocks,
+    )
+
+
+def macs_per_filter(model: keras.Model, analysis: surgery.ModelAnalysis) -> dict[str, float]:
+    """MACs saved by removing one filter of each prunable group of ``model`` (``analysis`` is
+    its ``surgery.analyze``), measured by surgery; call under the strategy scope of ``model``."""
+    total = stats.model_stats(model).macs
+    out = {}
+    for g in analysis.prunable:
+        smaller = surgery.remove_filters(model, {g.name: [0]}, analysis=analysis)
+        out[g.name] = max(total - stats.model_stats(smaller).macs, 1)
+    return out
 
 
 def _annealed(factory: Callable[[], keras.optimizers.Optimizer], steps: int) -> Callable:

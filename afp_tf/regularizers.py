@@ -1,4 +1,4 @@
-"""Penalties used while training and pruning (ALGORITHM.md, steps 3 and 5).
+"""Penalties used while training and pruning (docs/method.md, steps 3 and 5).
 
 * :func:`orthogonality_penalty` / :class:`OrthogonalRegularizer`: ``||M̂ M̂ᵀ − I||_F²`` over the
   filters of a kernel, making the filters of a layer less redundant.

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from afp_tf import io_utils  # noqa: E402
+from afp_tf import io_utils, prc  # noqa: E402
 
 
 def write(workdir: str | os.PathLike, state: dict, events: list[dict]) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def write(workdir: str | os.PathLike, state: dict, events: list[dict]) -> dict[s
     plots.mkdir(exist_ok=True)
     if pruned:
         _plot_filters(base["filters"], pruned["filters"], plots / "filters_per_layer.png")
-    _plot_rounds(base, pruned.get("floor"), prune.get("history", []), plots / "metric_vs_macs.png")
+    _plot_rounds(rounds_series(state), plots / "metric_vs_macs.png")
     summary["plots"] = sorted(p.name for p in plots.glob("*.png"))
     io_utils.write_json(workdir / "report.json", summary)
     io_utils.write_text(workdir / "report.md", markdown(summary, base, pruned))
@@ -98,7 +98,8 @@ def markdown(summary: dict, base: dict, pruned: dict) -> str:
         out += ["## Filters per layer", "", "![filters](plots/filters_per_layer.png)", ""]
     out += ["## Rounds", "", "![metric vs MACs](plots/metric_vs_macs.png)", ""]
     out += [
-        "| round | outcome | metric | remaining | threshold | λ | removed | MACs |",
+        f"| round | outcome | {decision_split(base)} metric | remaining | threshold | λ | removed "
+        "| MACs |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["history"]:
@@ -115,11 +116,18 @@ def markdown(summary: dict, base: dict, pruned: dict) -> str:
 
 
 def _export_md(export: dict) -> list[str]:
+    reports = export.get("reports", {})
+    on = sorted(
+        {
+            f"{r.get('metric', 'metric')} on {r.get('data')} ({r.get('samples')} samples)"
+            for r in reports.values()
+        }
+    )
     out = [
-        "| model | format | size (bytes) | max rel. diff | metric | check |",
+        f"| model | format | size (bytes) | max rel. diff | {' / '.join(on) or 'metric'} | check |",
         "|---|---|---|---|---|---|",
     ]
-    for model, rep in export.get("reports", {}).items():
+    for model, rep in reports.items():
         for fmt, r in rep.get("formats", {}).items():
             out.append(
                 f"| {model} | {fmt} | {_int(r.get('size_bytes'))} | {_num(r.get('max_rel_diff'))} "
@@ -168,19 +176,45 @@ def _plot_filters(before: dict, after: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def _plot_rounds(base: dict, floor: float | None, history: list[dict], path: Path) -> None:
-    accepted = [r for r in history if r.get("outcome") == "accepted"]
-    macs = [base["macs"]] + [r["macs"] for r in accepted]
-    metric = [base["val"]] + [r["metric"] for r in accepted]
+def decision_split(base: dict) -> str:
+    """The split pruning decisions were made on: acceptance when the run held one out."""
+    return "acceptance" if "accept" in base else "validation"
+
+
+def rounds_series(state: dict) -> dict[str, Any]:
+    """What ``plots/metric_vs_macs.png`` draws, all on the decision split: the baseline's
+    decision metric (round 0) and each accepted round's, their MACs, the floor and the accept
+    floor (floor + margin) a round had to reach."""
+    base, prune = state["baseline"], state["prune"]
+    controller = prc.PruningRateController.from_dict(prune["controller"])
+    accepted = [r for r in prune.get("history", []) if r.get("outcome") == "accepted"]
+    return {
+        "split": decision_split(base),
+        "macs": [base["macs"]] + [r["macs"] for r in accepted],
+        "metric": [controller.baseline] + [r["metric"] for r in accepted],
+        "floor": controller.floor,
+        "accept_floor": controller.accept_floor,
+    }
+
+
+def _plot_rounds(series: dict[str, Any], path: Path) -> None:
+    label = f"{series['split']} metric"
+    mmacs = [m / 1e6 for m in series["macs"]]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([m / 1e6 for m in macs], metric, "o-", label="validation metric")
-    for i, (m, v) in enumerate(zip(macs, metric, strict=True)):
-        ax.annotate(str(i), (m / 1e6, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if floor is not None:
-        ax.axhline(floor, color="red", linestyle="--", label="floor")
+    ax.plot(mmacs, series["metric"], "o-", label=label)
+    for i, (m, v) in enumerate(zip(mmacs, series["metric"], strict=True)):
+        ax.annotate(str(i), (m, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(series["floor"], color="red", linestyle="--", label="floor")
+    margin = series["accept_floor"] - series["floor"]
+    ax.axhline(
+        series["accept_floor"],
+        color="darkorange",
+        linestyle=":",
+        label=f"accept floor (floor + margin {margin:.4g})",
+    )
     ax.set_xlabel("MMACs")
-    ax.set_ylabel("validation metric")
-    ax.set_title("Metric vs MACs over the rounds (labels: round)")
+    ax.set_ylabel(label)
+    ax.set_title(f"{series['split'].capitalize()} metric vs MACs over the rounds (labels: round)")
     ax.invert_xaxis()
     ax.legend()
     _save(fig, path)

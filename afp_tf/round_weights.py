@@ -1,5 +1,5 @@
 """The weights a pruning round works on: what importance is measured on, what a round shrinks,
-and the orthogonality loss over the filters (ALGORITHM.md, steps 2, 3 and 5)."""
+and the orthogonality loss over the filters (docs/method.md, steps 2, 3 and 5)."""
 
 from __future__ import annotations
 

@@ -67,7 +67,8 @@ class TaskData:
       sample: ``(split, n) -> (x, y)`` arrays of a split, for export calibration and checks.
       description: one line on the data, for the log.
       accept: the split accept/reject decisions use (None: decide on ``val``).
-      accept_size: its size when the metric is a proportion (sets the acceptance margin).
+      accept_size: the size of the split decisions use (``accept``, else ``val``) when the
+        metric is a proportion (sets the acceptance margin); 0 otherwise.
       train_for_epoch: ``epoch -> dataset`` of that epoch's batches, so a resumed run sees
         what an uninterrupted one would (None: ``train``).
     """

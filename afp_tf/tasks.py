@@ -64,7 +64,7 @@ def load_classification(cfg) -> TaskData:
             + f"{data.num_test} test"
         ),
         accept=data.accept,
-        accept_size=data.num_accept,
+        accept_size=data.num_accept if data.accept is not None else data.num_val,
         train_for_epoch=(
             None
             if cfg.data.name == "imagenet2012"

@@ -100,3 +100,34 @@ def tiny_job_config(data_dir, *extra):
     cfg = config_lib.load_config("lenet5_fashion_mnist:quick")
     config_lib.apply_overrides(cfg, tiny_job_overrides(data_dir, *extra))
     return cfg
+
+
+def artifact_float_types(path):
+    """The float types in an exported artifact: of every TFLite tensor; of every ONNX
+    initializer, graph input and output and ``Cast`` target; of a SavedModel's variables and
+    serving inputs and outputs."""
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        names = {np.dtype(t["dtype"]).name for t in Interpreter(str(path)).get_tensor_details()}
+    elif path.suffix == ".onnx":
+        import onnx
+
+        graph = onnx.load(str(path)).graph
+        types = [t.data_type for t in graph.initializer]
+        types += [v.type.tensor_type.elem_type for v in (*graph.input, *graph.output)]
+        casts = [a for n in graph.node if n.op_type == "Cast" for a in n.attribute]
+        types += [a.i for a in casts if a.name == "to"]
+        onnx_names = {"FLOAT": "float32", "FLOAT16": "float16", "BFLOAT16": "bfloat16"}
+        names = {onnx_names.get(onnx.TensorProto.DataType.Name(t), "other") for t in types}
+    else:
+        loaded = tf.saved_model.load(str(path))
+        serve = loaded.signatures["serving_default"]
+        tensors = [*loaded.variables, *serve.structured_input_signature[1].values()]
+        names = {t.dtype.name for t in (*tensors, *serve.structured_outputs.values())}
+    return {n for n in names if "float" in n}

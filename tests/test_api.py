@@ -24,6 +24,20 @@ def make_data(n, seed):
     return x[..., None].astype(np.float32) / 255.0, y.astype(np.int32)
 
 
+def noisy(xy, fraction=0.2, seed=0):
+    """``(x, y)`` with ``fraction`` of the labels moved to the next class: accuracy below 1."""
+    x, y = xy
+    flip = np.random.default_rng(seed).random(len(y)) < fraction
+    return x, np.where(flip, (y + 1) % CLASSES, y).astype(y.dtype)
+
+
+class NegativeSquares(keras.metrics.Mean):
+    """Minus the mean squared logit: a higher-is-better metric that is not a proportion."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        super().update_state(-keras.ops.mean(y_pred**2, axis=-1), sample_weight)
+
+
 def build_model():
     """A small functional net with BatchNormalization, a residual Add and Flatten -> Dense."""
     L = keras.layers
@@ -147,7 +161,7 @@ def test_prune_numpy_tuples_relative_tolerance_work(data):
 def test_prune_accept_data_decides_and_sets_the_floor(data):
     (xt, yt), (xv, yv) = data
     model = trained_model(xt, yt)
-    xa, ya = make_data(200, 3)
+    xa, ya = noisy(make_data(200, 3))
     result = afp_tf.prune(
         model,
         (xt, yt),
@@ -160,11 +174,74 @@ def test_prune_accept_data_decides_and_sets_the_floor(data):
     on_accept = model.evaluate(xa, ya, verbose=0, return_dict=True)["accuracy"]
     assert result.baseline_metric == pytest.approx(on_accept, abs=1e-6)
     assert result.floor == pytest.approx(on_accept - 0.05, abs=1e-6)
+    assert 0 < on_accept < 1
+    assert result.margin == pytest.approx(np.sqrt(on_accept * (1 - on_accept) / 200), abs=1e-6)
+    assert result.accept_floor == pytest.approx(result.floor + result.margin)
+    assert result.metric >= result.accept_floor
     pruned = result.model
     pruned.compile(loss=LOSS, metrics=["accuracy"])
     after = pruned.evaluate(xa, ya, verbose=0, return_dict=True)["accuracy"]
     assert after == pytest.approx(result.metric, abs=1e-6)
     assert after >= result.floor
+
+
+def test_prune_counts_accept_dataset_of_unknown_length_for_the_margin(data):
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt, epochs=1)
+    xa, ya = noisy(make_data(200, 3))
+    accept = tf.data.Dataset.from_tensor_slices((xa, ya)).filter(lambda x, y: True).batch(64)
+    assert accept.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    result = afp_tf.prune(
+        model,
+        (xt, yt),
+        (xv, yv),
+        accept_data=accept,
+        tolerance=0.2,
+        margin_z=2.0,
+        max_rounds=0,
+        progress=False,
+    )
+    e = result.baseline_metric
+    assert 0 < e < 1
+    assert result.margin == pytest.approx(2.0 * np.sqrt(e * (1 - e) / 200), abs=1e-6)
+    assert result.rounds == 0 and result.metric == e
+
+
+def test_prune_without_accept_data_margin_counts_the_val_dataset(data):
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt, epochs=1)
+    val = tf.data.Dataset.from_tensor_slices(noisy((xv, yv))).batch(100)  # 100, 100, 56
+    result = afp_tf.prune(model, (xt, yt), val, tolerance=0.2, max_rounds=0, progress=False)
+    e = result.baseline_metric
+    assert 0 < e < 1
+    assert result.margin == pytest.approx(np.sqrt(e * (1 - e) / 256), abs=1e-6)
+    assert result.accept_floor == pytest.approx(result.floor + result.margin)
+
+
+def test_prune_metric_not_an_accuracy_gets_no_margin(data):
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt, epochs=1)
+    result = afp_tf.prune(
+        model,
+        (xt, yt),
+        (xv, yv),
+        metric=NegativeSquares(name="score"),
+        tolerance=0.5,
+        max_rounds=0,
+        progress=False,
+    )
+    assert result.margin == 0.0
+    assert result.accept_floor == result.floor
+
+
+@pytest.mark.parametrize("margin_z", [1.0, 0.0])
+def test_prune_infinite_val_dataset_raises(data, margin_z):
+    (xt, yt), (xv, yv) = data
+    model = build_model()
+    model.compile(loss=LOSS, metrics=["accuracy"])
+    val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(64).repeat()
+    with pytest.raises(ValueError, match="val_data is an infinite dataset"):
+        afp_tf.prune(model, (xt, yt), val, margin_z=margin_z)
 
 
 def test_prune_uncompiled_with_loss_and_metric_given_stays_uncompiled(data):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from keras.src.models.functional import Functional
-from test_api import LOSS, build_model, make_data
+from test_api import LOSS, NegativeSquares, build_model, make_data
 
 import afp_tf
 from afp_tf import afp, callback, surgery
@@ -127,7 +127,7 @@ def test_callback_keeps_and_restores_user_regularizer():
         def on_epoch_end(self, epoch, logs=None):
             seen.append(kernel.regularizer)
 
-    cb = afp_tf.AFPCallback(tolerance=0.05)
+    cb = afp_tf.AFPCallback(tolerance=0.2)  # above the margin of 64 validation examples
     model.fit(xt, yt, epochs=2, validation_data=(xv, yv), callbacks=[cb, _Peek()], verbose=0)
     assert isinstance(seen[0], callback._FilterPenalty) and seen[0].base is l2
     assert kernel.regularizer is l2
@@ -145,3 +145,99 @@ def test_callback_missing_monitor_raises_and_detaches():
 def test_callback_bad_warmup_raises():
     with pytest.raises(ValueError, match="warmup_epochs"):
         afp_tf.AFPCallback(warmup_epochs=0)
+
+
+def test_callback_counts_validation_examples_and_reports_the_accept_floor(fitted):
+    _, cb, _, history, (xv, _) = fitted
+    baseline = history.history["val_accuracy"][0]  # warmup_epochs=1: the baseline epoch
+    assert cb.examples == len(xv) == 256
+    assert cb.margin == pytest.approx(np.sqrt(baseline * (1 - baseline) / 256))
+    assert cb.accept_floor == pytest.approx(baseline - 0.05 + cb.margin)
+    assert cb.accept_floor == cb.controller.accept_floor
+
+
+def _two_scale_model():
+    """Conv "big" on 32×32 positions, Conv "small" on 4×4: a filter of "big" costs ~8× the MACs
+    of one of "small". Within each group half the filters have 1/3 of the others' ℓ1 norm
+    ("big") or 1/9 ("small"), so by importance alone "small" loses filters first."""
+    inp = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="big")(inp)
+    x = keras.layers.MaxPooling2D(8)(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="small")(x)
+    model = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(x)))
+    big = np.ones((3, 3, 1, 8), np.float32) * np.array([0.5] * 4 + [1.5] * 4, np.float32)
+    small = np.ones((3, 3, 8, 8), np.float32) * np.array([0.2] * 4 + [1.8] * 4, np.float32)
+    model.get_layer("big").kernel.assign(big * 0.01)
+    model.get_layer("small").kernel.assign(small * 0.01)
+    return model
+
+
+def _chance_data():
+    """64 random images with random labels (of 4): accuracy near chance, never 0 or 1."""
+    rng = np.random.default_rng(0)
+    return rng.random((64, 32, 32, 1), np.float32), rng.integers(0, 4, 64)
+
+
+def _fit_two_scale(epochs=1, metrics=("accuracy",), validation_steps=None, **kwargs):
+    """``_two_scale_model`` fit with the callback (``kwargs``) at learning rate 0: candidates are
+    chosen on the weights it was built with."""
+    x, y = _chance_data()
+    model = _two_scale_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=LOSS, metrics=list(metrics))
+    cb = afp_tf.AFPCallback(**{"tolerance": 0.5, "orth_beta": 0.0, **kwargs})
+    model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=epochs,
+        validation_data=(x, y),
+        validation_steps=validation_steps,
+        callbacks=[cb],
+        verbose=0,
+    )
+    return cb
+
+
+def test_callback_cost_macs_changes_the_candidates():
+    kw = {"rule": "fixed", "p_max": 0.25}
+    by_importance = _fit_two_scale(cost="none", **kw).candidates
+    by_cost = _fit_two_scale(cost="macs", **kw).candidates
+    assert by_importance == {"small": [0, 1, 2, 3]}
+    assert by_cost == {"big": [0, 1, 2, 3]}
+
+
+def test_callback_margin_is_one_standard_error_of_the_examples_validated():
+    cb = _fit_two_scale(validation_steps=1)  # one batch of 32 of the 64 validation examples
+    baseline = cb.controller.baseline
+    assert 0 < baseline < 1
+    assert cb.examples == 32
+    assert cb.margin == pytest.approx(np.sqrt(baseline * (1 - baseline) / 32))
+    assert cb.accept_floor == pytest.approx(baseline - 0.5 + cb.margin)
+
+
+def test_callback_validation_size_argument_sets_the_margin():
+    cb = _fit_two_scale(validation_size=1000)
+    baseline = cb.controller.baseline
+    assert cb.examples == 1000
+    assert cb.margin == pytest.approx(np.sqrt(baseline * (1 - baseline) / 1000))
+
+
+def test_callback_metric_without_example_count_has_no_margin():
+    cb = _fit_two_scale(metrics=(NegativeSquares(name="score"),), monitor="val_score")
+    assert (cb.examples, cb.margin) == (0, 0.0)
+    assert cb.accept_floor == pytest.approx(cb.controller.baseline - 0.5)
+
+
+def test_callback_margin_not_below_tolerance_raises_and_detaches():
+    x, y = _chance_data()
+    model = _two_scale_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=LOSS, metrics=["accuracy"])
+    cb = afp_tf.AFPCallback(tolerance=0.01, validation_size=10)
+    with pytest.raises(ValueError, match="margin=.*must be in"):
+        model.fit(x, y, epochs=2, validation_data=(x, y), callbacks=[cb], verbose=0)
+    assert all(v.regularizer is None for v in model.weights)
+
+
+def test_callback_bad_validation_size_raises():
+    with pytest.raises(ValueError, match="validation_size"):
+        afp_tf.AFPCallback(validation_size=0)

@@ -3,12 +3,14 @@
 import contextlib
 import io
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf.data import DatasetCorruptError, DatasetNotFoundError, coco, coco_synth
+from afp_tf import config_lib
+from afp_tf.data import DatasetCorruptError, DatasetNotFoundError, coco, coco_sources, coco_synth
 from afp_tf.detection.metrics import MeanAveragePrecision
 
 
@@ -160,3 +162,43 @@ def test_map_on_synthetic_coco_files_matches_pycocotools(synth):
     got = metric.result()
     np.testing.assert_allclose([got["map"], got["map50"], got["map75"]], ev.stats[:3], atol=1e-6)
     assert 0 < got["map"] < got["map50"]
+
+
+class _FakeCocoBuilder:
+    """Stands in for TFDS ``coco/2017``: 1,000 training images; records the splits read."""
+
+    data_dir = "fake"
+
+    def __init__(self):
+        self.read = []
+        splits = {"train": 1000, "validation": 50}
+        self.info = SimpleNamespace(
+            splits={k: SimpleNamespace(num_examples=n) for k, n in splits.items()},
+            features={"objects": {"label": SimpleNamespace(names=["a", "b"])}},
+        )
+
+    def is_prepared(self):
+        return True
+
+    def as_dataset(self, split, shuffle_files):
+        self.read.append(split)
+        objects = {
+            "bbox": tf.zeros((1, 4)),
+            "label": tf.zeros(1, tf.int64),
+            "is_crowd": tf.zeros(1, tf.bool),
+        }
+        return tf.data.Dataset.from_tensors(
+            {"image": tf.zeros((8, 8, 3), tf.uint8), "objects": objects}
+        )
+
+
+def test_load_coco_tfds_holds_out_acceptance_images_between_val_and_train(monkeypatch):
+    builder = _FakeCocoBuilder()
+    monkeypatch.setattr(coco_sources.sources_lib, "tfds_builder", lambda name, data_dir: builder)
+    cfg = config_lib.load_config("frcnn_coco")
+    overrides = ["data.val_subset=0", "data.val_fraction=0.1", "data.accept_fraction=0.2"]
+    config_lib.apply_overrides(cfg, [*overrides, "data.image_size=64"])
+    data, _ = coco_sources.load_coco(cfg)
+    assert (data.num_train, data.num_val, data.num_accept, data.num_test) == (700, 100, 200, 50)
+    assert sorted(builder.read) == ["train[100:300]", "train[300:]", "train[:100]", "validation"]
+    assert data.accept is not None

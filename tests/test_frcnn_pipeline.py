@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from afp_tf import config_lib, pipeline
+from afp_tf import config_lib, pipeline, tasks
 from afp_tf.data import DatasetNotFoundError
 
 
@@ -14,12 +14,6 @@ def _config(name, overrides):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="Known fault under investigation: on a fresh x86_64 machine tflite_fp32_nms scores "
-    "mAP@0.5 0.0318 against Keras 0.0658 on the 8 quick-run images (deterministic); the check "
-    "is to compare like with like (outputs numerically, detections by matching).",
-    strict=False,
-)
 def test_main_job_frcnn_synthetic_quick_prunes_and_exports_tflite_matching_keras(tmp_path):
     cfg = _config("frcnn_coco_synthetic:quick", [f"data.data_dir={tmp_path / 'data'}"])
     summary = pipeline.run(cfg, tmp_path / "run")
@@ -31,7 +25,11 @@ def test_main_job_frcnn_synthetic_quick_prunes_and_exports_tflite_matching_keras
         report = summary["export"]["reports"][name]
         row = report["detectors"]["tflite_fp32_nms"]
         assert report["passed"] and report["task"] == "frcnn"
-        assert abs(row["metric"] - row["keras_metric"]) <= 0.005
+        # Keras' own detections, not its mAP: ranking the 8 images' near-tied scores (a barely
+        # trained detector) together, round-off once moved mAP@0.5 by 0.034.
+        matched = row["detections"]
+        assert matched["mismatched"] == 0 and matched["matched"] > 0
+        assert matched["max_abs_diff"] <= 1e-4
         assert (tmp_path / "run" / "export" / name / "model_fp32_nms.tflite").is_file()
 
 
@@ -49,3 +47,24 @@ def test_main_job_frcnn_local_source_without_files_names_the_json(tmp_path):
         DatasetNotFoundError, match=r"No COCO annotation file .*instances_train2017"
     ):
         pipeline.run(cfg, tmp_path / "run")
+
+
+def _images(task_data, split):
+    return {x.tobytes() for x in task_data.sample(split, 32)[0]}
+
+
+def test_frcnn_accept_fraction_holds_out_acceptance_images_apart_from_train_and_val(tmp_path):
+    data_dir = f"data.data_dir={tmp_path / 'data'}"  # quick: 32 training images, 8 validate
+    plain = tasks.load_task(_config("frcnn_coco_synthetic:quick", [data_dir]))
+    data = tasks.load_task(
+        _config("frcnn_coco_synthetic:quick", [data_dir, "data.accept_fraction=0.25"])
+    )
+    assert plain.accept is None and data.accept is not None
+    assert data.accept_size == 0  # mAP: no binomial margin
+    train, val, accept = (_images(data, s) for s in ("train", "val", "accept"))
+    assert (len(train), len(val), len(accept)) == (16, 8, 8)
+    assert len(train | val | accept) == 32  # disjoint
+    assert val == _images(plain, "val")  # validation does not depend on accept_fraction
+    assert "16 train / 8 val / 8 accept / 8 test" in data.description
+    images, targets = next(iter(data.accept))
+    assert images.shape[1:] == (64, 64, 3) and targets.shape[-1] == 5

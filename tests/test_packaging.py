@@ -164,4 +164,6 @@ def test_wheel_install_runs_quick_job_quietly_from_another_directory(tmp_path, t
     assert "baseline epoch 2/2" in output and "MACs" in output
     workdir = elsewhere / "runs" / "lenet5_fashion_mnist"
     assert (workdir / "export" / "pruned" / "model_int8.tflite").is_file()
-    assert NATIVE_LOG.search((workdir / "afp_tf.log").read_text())  # kept in the log file
+    log = (workdir / "afp_tf.log").read_text()
+    assert NATIVE_LOG.search(log)  # kept in the log file
+    assert f"fashion_mnist from local:{tiny_fashion_mnist}:" in log  # the test's data, no other

@@ -11,9 +11,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_job_config, tiny_job_overrides
+from conftest import (
+    artifact_float_types,
+    learnable_images,
+    tiny_job_config,
+    tiny_job_overrides,
+    write_idx,
+)
 
-from afp_tf import config_lib, pipeline
+from afp_tf import config_lib, export, pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,16 +194,34 @@ def test_pipeline_steps_per_execution_and_xla_same_numbers_as_default(tmp_path, 
 
 
 @pytest.mark.slow
-def test_pipeline_mixed_float16_pruned_model_keeps_float16_layers(tmp_path, tiny_fashion_mnist):
-    cfg = _config(tiny_fashion_mnist, *_TINY_JOB, "train.mixed_precision=mixed_float16")
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_pipeline_mixed_precision_keeps_its_layers_and_exports_float32(
+    tmp_path, tiny_fashion_mnist, policy
+):
+    formats = ("saved_model", "tflite_fp32", "onnx")
+    cfg = _config(
+        tiny_fashion_mnist,
+        *_TINY_JOB,
+        f"train.mixed_precision={policy}",
+        "export.enabled=true",
+        f"export.formats={','.join(formats)}",
+        "export.latency_runs=1",
+    )
     summary = pipeline.run(cfg, tmp_path)
     assert keras.config.dtype_policy().name == "float32"  # the run's policy does not leak
     assert summary["rounds"] == 1 and summary["pruned"]["macs"] < summary["baseline"]["macs"]
     assert summary["pruned"]["val"] >= summary["pruned"]["floor"]
     pruned = keras.saving.load_model(tmp_path / "pruned.keras")
     convs = [layer for layer in pruned.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert [layer.compute_dtype for layer in convs] == ["float16", "float16"]
+    assert [layer.compute_dtype for layer in convs] == [policy.removeprefix("mixed_")] * 2
     assert all(w.dtype == "float32" for w in pruned.weights)
+    for side in ("baseline", "pruned"):
+        out = tmp_path / "export" / side
+        report = json.loads((out / export.REPORT_NAME).read_text())
+        assert report["passed"] and report["model_precision"] == policy, side
+        for name in formats:
+            assert report["formats"][name]["max_rel_diff"] <= 1e-4, (side, name)
+            assert artifact_float_types(out / export.FORMATS[name].filename) == {"float32"}
 
 
 @pytest.mark.parametrize(
@@ -224,3 +248,27 @@ def test_baseline_optimizer_factory_cosine_unknown_length_raises():
     config_lib.apply_overrides(cfg, ["train.lr_schedule=cosine"])
     with pytest.raises(pipeline.RunError, match="train.steps_per_epoch"):
         pipeline.baseline_optimizer_factory(cfg, steps=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("accept_fraction", "split"), [(0.1, "accept"), (0.0, "val")])
+def test_pipeline_report_states_margin_on_the_decision_split(tmp_path, accept_fraction, split):
+    data_dir = tmp_path / "data"  # the tiny IDX files with a fifth of the labels wrong
+    data_dir.mkdir()
+    for name, n, seed in (("train", 1200, 1), ("t10k", 300, 2)):
+        images, labels = learnable_images(n, seed)
+        wrong = np.random.default_rng(seed).random(n) < 0.2
+        write_idx(data_dir / f"{name}-images-idx3-ubyte.gz", images)
+        write_idx(data_dir / f"{name}-labels-idx1-ubyte.gz", np.where(wrong, 9 - labels, labels))
+    cfg = _config(data_dir, *_TINY_JOB, f"data.accept_fraction={accept_fraction}")
+    pipeline.run(cfg, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    base, pruned = report["baseline"], report["pruned"]
+    assert ("accept" in base) == (split == "accept")
+    e = base[split]  # decided on it; 120 examples: a tenth of the 1200 training images
+    assert 0 < e < 1
+    assert pruned["margin"] == pytest.approx(np.sqrt(e * (1 - e) / 120))
+    assert pruned["accept_floor"] == pytest.approx(pruned["floor"] + pruned["margin"])
+    assert pruned["floor"] == pytest.approx(e - 0.2)
+    accepted = [h for h in report["history"] if h["outcome"] == "accepted"]
+    assert all(h["metric"] >= pruned["accept_floor"] for h in accepted)

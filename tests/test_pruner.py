@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from afp_tf import prc, regularizers, round_weights, stats, surgery, training
 from afp_tf.options import PruneOptions
-from afp_tf.pruner import Pruner, PruneState, filters_per_group
+from afp_tf.pruner import Pruner, PruneState, filters_per_group, macs_per_filter
 from afp_tf.task import Task
 
 VAL, ACCEPT = "val-data", "accept-data"  # sentinels: the fake trainer tells splits apart by them
@@ -366,3 +366,31 @@ def test_measured_weights_fade_to_zero_makes_removal_exact_only_with_outputs(mea
     pruned = surgery.remove_filters(model, {"c1": [1, 4]})
     err = np.abs(np.asarray(pruned(x)) - np.asarray(model(x))).max()
     assert (err < 1e-5) == exact
+
+
+def test_macs_per_filter_counts_the_filter_and_what_reads_it():
+    model = _model()
+    macs = macs_per_filter(model, surgery.analyze(model))
+    # c1: its 6×6 outputs × 3×3 kernel, plus c2's input channel (4×4 × 3×3 × 10 filters);
+    # c2: its 4×4 × 3×3 × 10 inputs, plus one input of the 3-unit Dense (after pooling).
+    assert macs == {"c1": 36 * 9 + 16 * 9 * 10, "c2": 16 * 9 * 10 + 3}
+
+
+def test_run_cost_macs_divides_importance_by_the_macs_per_filter():
+    # Filter ℓ1 norms: c1 five at 9 and five at 90, c2 five at 8.1 and five at 90. By importance
+    # c2's five weak filters go; per MAC (c1 1764, c2 1443) c1's weak ones cost more than they
+    # are worth (9 / 1764 < 8.1 / 1443) and go instead.
+    def removed(cost):
+        pruner = FakePruner(
+            {"score": _free}, max_rounds=1, rule="fixed", importance="none", cost=cost
+        )
+        model = _model()
+        for name, weak, fan_in in (("c1", 1.0, 1), ("c2", 0.9, 10)):
+            kernel = model.get_layer(name).kernel
+            norms = np.array([weak] * 5 + [10.0] * 5, np.float32) / fan_in
+            kernel.assign(np.ones(kernel.shape, np.float32) * norms)
+        _, state = pruner.run(model, pruner.start(model, baseline_macs=1000))
+        return state.history[0]["removed_per_group"]
+
+    assert removed("none") == {"c2": 5}
+    assert removed("macs") == {"c1": 5}

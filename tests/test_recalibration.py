@@ -20,8 +20,6 @@ def test_recalibrate_batchnorm_moving_stats_are_batch_average_momentum_restored(
     batches = x.reshape(3, 16, 5)
     assert used == 3
     np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(axis=1).mean(0), rtol=1e-5)
-    np.testing.assert_allclose(
-        bn.moving_variance.numpy(), batches.var(axis=1).mean(0), rtol=1e-4
-    )
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(axis=1).mean(0), rtol=1e-4)
     assert bn.momentum == 0.99
     np.testing.assert_array_equal(model.layers[-1].kernel.numpy(), kernel)

@@ -301,6 +301,30 @@ def test_precision_policy_bfloat16_keeps_optimizer_unscaled():
     assert np.isfinite(trainer.train_epoch(_dataset(), progress=False)["loss"])
 
 
+def _nested_model(head_dtype=None):
+    inputs = keras.Input((6,))
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="d")], name="inner")
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inner(inputs))
+    return keras.Model(inputs, keras.layers.Dense(CLASSES, dtype=head_dtype, name="head")(x))
+
+
+def test_precision_as_float32_rebuilds_nested_reduced_layers_with_the_same_weights():
+    with precision.policy("mixed_bfloat16"):
+        model = _nested_model(head_dtype="bfloat16")  # pure bfloat16: bfloat16 variables
+        model.compile("sgd", "mse")
+    assert precision.reduced_policies(model) == {"mixed_bfloat16", "bfloat16"}
+    copy = precision.as_float32(model)
+    layers = [copy, *copy.layers, *copy.get_layer("inner").layers]
+    assert {layer.dtype_policy.name for layer in layers} == {"float32"}
+    assert {w.dtype for w in copy.weights} == {"float32"} and not copy.compiled
+    reference = _nested_model()  # built in float32, given the same (cast) weights
+    reference.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    x = _data()[0]
+    np.testing.assert_array_equal(copy.predict(x, verbose=0), reference.predict(x, verbose=0))
+    assert model.get_layer("head").kernel.dtype == "bfloat16"  # the original is untouched
+    assert precision.as_float32(reference) is reference
+
+
 def test_precision_policy_unknown_name_suggests():
     policy = precision.policy("mixed_float61")
     with pytest.raises(ValueError, match="Did you mean 'mixed_float16'"):

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf.data import preprocess, sources
+from afp_tf.data import holdout, preprocess, sources
 from afp_tf.data.errors import DatasetNotFoundError
 
 SOURCES = ("auto", "tfds", "local")
@@ -141,23 +141,11 @@ def split_indices(num_train: int, num_test: int, cfg) -> dict[str, np.ndarray]:
     the test examples, from ``val_fraction``, ``accept_fraction``, the subsets and ``seed``.
 
     Validation is the first ``val_fraction`` of a seeded permutation of the training split, the
-    acceptance split the next ``accept_fraction`` (none when 0), training the rest."""
-    perm = np.random.default_rng(cfg.seed).permutation(num_train)
-    num_val = max(1, round(num_train * cfg.val_fraction))
+    acceptance split the next ``accept_fraction`` (none when 0), training the rest
+    (:func:`afp_tf.data.holdout.hold_out`)."""
     accept_fraction = cfg.get("accept_fraction", 0.0)
-    num_acc = max(1, round(num_train * accept_fraction)) if accept_fraction else 0
-    if num_train - num_val - num_acc < 1:
-        raise ValueError(
-            f"The training split has {num_train} examples: too few to carve "
-            f"val_fraction={cfg.val_fraction} and accept_fraction={accept_fraction} out of it."
-        )
-    test = np.random.default_rng([cfg.seed, 1]).permutation(num_test)
-    pick = {
-        "train": perm[num_val + num_acc :],
-        "val": perm[:num_val],
-        "accept": perm[num_val : num_val + num_acc],
-        "test": test,
-    }
+    pick = holdout.hold_out(num_train, cfg.val_fraction, accept_fraction, cfg.seed)
+    pick["test"] = np.random.default_rng([cfg.seed, 1]).permutation(num_test)
     for split in SPLITS:
         if subset := cfg.get(f"{split}_subset", 0):
             pick[split] = pick[split][:subset]

@@ -154,19 +154,6 @@ def subset(split: CocoSplit, indices) -> CocoSplit:
     )
 
 
-def carve_val(split: CocoSplit, val_fraction: float, seed: int) -> tuple[CocoSplit, CocoSplit]:
-    """``(train, val)``: a seeded ``val_fraction`` of ``split``'s images is validation."""
-    n = len(split.paths)
-    num_val = min(n - 1, max(1, round(n * val_fraction)))
-    if not 0 < val_fraction < 1 or n < 2:
-        raise ValueError(
-            f"Cannot carve validation from {n} images with val_fraction={val_fraction}: need "
-            "0 < val_fraction < 1 and at least 2 images."
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    return subset(split, sorted(order[num_val:])), subset(split, sorted(order[:num_val]))
-
-
 def _decode(path, size: int):
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image = tf.image.resize(image, [size, size], antialias=True)

@@ -3,17 +3,20 @@
 ``data.source``:
 
 * ``tfds`` / ``auto``: TFDS ``coco/2017`` (``data.tfds_data_dir``; prepared by TFDS when
-  ``data.download`` is true). ``train`` minus a validation slice trains, the first
-  ``data.val_subset`` (or ``val_fraction``) training images validate, ``validation`` is the
-  reported test split.
+  ``data.download`` is true). The first ``data.val_subset`` (or ``val_fraction``) training
+  images validate, the next ``accept_fraction`` are the acceptance split, the rest trains;
+  ``validation`` is the reported test split.
 * ``local``: COCO files under ``data.data_dir``: ``annotations/instances_{split}.json`` and
   the images in ``data.image_dir`` (default ``images/{split}``; ``{split}`` for the COCO
   archive layout ``train2017/``), for ``data.train_split`` and ``data.test_split``;
-  validation is a seeded ``val_fraction`` of the training split.
+  validation and acceptance are held out of the training split as for every dataset
+  (:func:`afp_tf.data.holdout.hold_out`).
 * ``synthetic``: :mod:`afp_tf.data.coco_synth` generates ``data.synthetic_train`` +
   ``data.synthetic_test`` images into ``data.data_dir`` on first use, read back as ``local``.
 
-``data.train_subset`` / ``data.test_subset`` (0 = all) take the first images of a split.
+``data.train_subset`` / ``data.test_subset`` (0 = all) take the first images of a split. The
+acceptance split (``data.accept_fraction`` > 0; none when 0) is for pruning decisions only:
+never trained on, never early-stopped on.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf.data import coco, coco_synth
+from afp_tf.data import coco, coco_synth, holdout
 from afp_tf.data import sources as sources_lib
 from afp_tf.data.errors import DatasetNotFoundError
 from afp_tf.data.gtsdb import DetectionData
@@ -67,7 +70,7 @@ def _local(d, root: Path) -> tuple[coco.CocoSplit, coco.CocoSplit]:
     return read[0], read[1]
 
 
-def _tfds(d, size: int, max_boxes: int):
+def _tfds(d, size: int, max_boxes: int, accept_fraction: float):
     builder = sources_lib.tfds_builder(TFDS_NAME, d.tfds_data_dir)
     hint = (
         f"Prepare TFDS {TFDS_NAME!r} (about 25 GB) in data.tfds_data_dir with network access, "
@@ -79,10 +82,16 @@ def _tfds(d, size: int, max_boxes: int):
                                        f"{builder.data_dir}. {hint}")  # fmt: skip
         sources_lib.tfds_prepare(builder, "", hint)
     train_n = builder.info.splits["train"].num_examples
-    num_val = int(d.val_subset) or round(train_n * float(d.val_fraction))
-    splits = {"train": f"train[{num_val}:]", "val": f"train[:{num_val}]", "test": "validation"}
+    num_val, num_accept = holdout.sizes(
+        train_n, float(d.val_fraction), accept_fraction, f"images of TFDS {TFDS_NAME} train"
+    )
+    num_val = int(d.val_subset) or num_val
+    held = num_val + num_accept
+    splits = {"train": f"train[{held}:]", "val": f"train[:{num_val}]", "test": "validation"}
+    if num_accept:
+        splits["accept"] = f"train[{num_val}:{held}]"
     if int(d.train_subset):
-        splits["train"] = f"train[{num_val}:{num_val + int(d.train_subset)}]"
+        splits["train"] = f"train[{held}:{held + int(d.train_subset)}]"
     if int(d.test_subset):
         splits["test"] = f"validation[:{int(d.test_subset)}]"
 
@@ -101,8 +110,9 @@ def _tfds(d, size: int, max_boxes: int):
         for k, v in splits.items()
     }
     counts = {
-        "train": train_n - num_val if not int(d.train_subset) else int(d.train_subset),
+        "train": train_n - held if not int(d.train_subset) else int(d.train_subset),
         "val": num_val,
+        "accept": num_accept,
         "test": int(d.test_subset) or builder.info.splits["validation"].num_examples,
     }
     names = tuple(builder.info.features["objects"]["label"].names)
@@ -114,23 +124,29 @@ def load_coco(cfg) -> tuple[DetectionData, Callable[[int], tf.data.Dataset]]:
     ``epoch -> training batches`` function."""
     d = cfg.data
     size, max_boxes = int(d.image_size), int(_get(d, "max_boxes", 100))
+    accept_fraction = float(_get(d, "accept_fraction", 0.0))
     if size <= 0 or size % 32:
         raise ValueError(f"data.image_size={size} must be a positive multiple of 32.")
     if d.source in ("synthetic", "local"):
         root = synthetic_dir(d) if d.source == "synthetic" else Path(d.data_dir).expanduser()
         train, test = _local(d, root)
-        train, val = coco.carve_val(_first(train, int(d.train_subset)), d.val_fraction, d.seed)
-        test = _first(test, int(d.test_subset))
+        train = _first(train, int(d.train_subset))
+        held = holdout.hold_out(
+            len(train.paths), float(d.val_fraction), accept_fraction, d.seed, "training images"
+        )
+        parts = {k: coco.subset(train, sorted(v)) for k, v in held.items()}
+        parts["test"] = _first(test, int(d.test_subset))
         datasets = {
             k: coco.images_dataset(s, size, max_boxes)
-            for k, s in (("train", train), ("val", val), ("test", test))
+            for k, s in parts.items()
+            if s.paths or k != "accept"
         }
-        counts = {"train": len(train.paths), "val": len(val.paths), "test": len(test.paths)}
+        counts = {k: len(s.paths) for k, s in parts.items()}
         names, source = train.class_names, f"COCO-format files in {root}"
         if d.source == "synthetic":
             source = f"synthetic COCO-format set ({len(names)} classes) in {root}"
     elif d.source in ("tfds", "auto"):
-        datasets, counts, names, source = _tfds(d, size, max_boxes)
+        datasets, counts, names, source = _tfds(d, size, max_boxes, accept_fraction)
     else:
         raise ValueError(f"data.source={d.source!r} must be auto, tfds, local or synthetic.")
     eval_batch = int(d.eval_batch_size or d.batch_size)
@@ -148,6 +164,8 @@ def load_coco(cfg) -> tuple[DetectionData, Callable[[int], tf.data.Dataset]]:
         train=make_train(0),
         val=coco.eval_batches(datasets["val"], eval_batch),
         test=coco.eval_batches(datasets["test"], eval_batch),
+        accept=coco.eval_batches(datasets["accept"], eval_batch) if counts["accept"] else None,
+        num_accept=counts["accept"],
         input_shape=(size, size, 3),
         frame_shape=(size, size, 3),
         num_classes=len(names),

@@ -36,7 +36,7 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf.data import download as download_lib
-from afp_tf.data import gtsdb_crops, gtsdb_signs, gtsdb_synth
+from afp_tf.data import gtsdb_crops, gtsdb_signs, gtsdb_synth, holdout
 from afp_tf.data.errors import DatasetCorruptError, DatasetNotFoundError
 from afp_tf.data.gtsdb_layout import (
     ARCHIVE_NAME,
@@ -107,33 +107,17 @@ def find_layout(root: str | Path) -> Path:
 def standard_split(
     annotations: list[Annotation], val_fraction: float, seed: int, accept_fraction: float = 0.0
 ) -> dict[str, list[Annotation]]:
-    """First 2/3 (600 of 900) train, last 1/3 test; seeded fractions of train are val, accept.
-
-    ``accept`` is empty when ``accept_fraction`` is 0; ``val`` does not depend on it.
-    """
+    """First 2/3 (600 of 900) train, last 1/3 test; val and accept are held out of train by
+    :func:`afp_tf.data.holdout.hold_out` (``accept`` empty when ``accept_fraction`` is 0)."""
     num_train = round(len(annotations) * 600 / 900)
     train, test = annotations[:num_train], annotations[num_train:]
-    num_val = max(1, round(len(train) * val_fraction))
-    num_accept = max(1, round(len(train) * accept_fraction)) if accept_fraction else 0
-    if (
-        not 0 < val_fraction < 1
-        or not 0 <= accept_fraction < 1
-        or not test
-        or num_val + num_accept >= len(train)
-    ):
+    if not test:
         raise ValueError(
-            f"Cannot split {len(annotations)} images with val_fraction={val_fraction} and "
-            f"accept_fraction={accept_fraction}: the last third is test; validation and "
-            "acceptance (at least one image each) must leave at least one image to train on."
+            f"Cannot split {len(annotations)} images: the last third is test and needs an image."
         )
-    order = np.random.default_rng(seed).permutation(len(train)).tolist()
-    val_idx, accept_idx = set(order[:num_val]), set(order[num_val : num_val + num_accept])
-    return {
-        "train": [a for i, a in enumerate(train) if i not in val_idx | accept_idx],
-        "val": [a for i, a in enumerate(train) if i in val_idx],
-        "accept": [a for i, a in enumerate(train) if i in accept_idx],
-        "test": test,
-    }
+    what = f"training images (the first two thirds of {len(annotations)}; the rest is test)"
+    idx = holdout.hold_out(len(train), val_fraction, accept_fraction, seed, what)
+    return {k: [train[i] for i in sorted(v)] for k, v in idx.items()} | {"test": test}
 
 
 def unpack_targets(packed: tf.Tensor) -> dict[str, tf.Tensor]:

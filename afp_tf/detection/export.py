@@ -11,7 +11,11 @@ artifacts carry what that post-processing needs.
 Where the runtime has the ops, decoding and NMS are inside the artifact: ``saved_model_nms/``
 and ``model_fp32_nms.tflite`` (TFLite builtin ``NON_MAX_SUPPRESSION_V5``; batch 1) map an image
 to ``boxes`` (relative ``xyxy``), ``scores``, ``classes`` and ``num_detections``. They run the
-same NMS as the NumPy code (class-aware via per-class box offsets) and are held to the same mAP.
+same NMS as the NumPy code, ties broken alike (:func:`afp_tf.detection.nms.class_aware_nms`),
+and must keep what it keeps of the Keras model's candidates, image by image
+(:func:`afp_tf.export_checks.check_detections`, within the ``max_rel_diff`` of their raw
+format): the mAP of a few images ranks all their detections together, and float round-off
+reorders near-tied scores.
 
 Full integer: ``tflite_int8`` and, with it, ``model_int8_nms.tflite`` (decoding + NMS inside)
 run every convolution in int8 while the predictor outputs are dequantised and decoded in float
@@ -33,10 +37,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import io_utils
+from afp_tf import io_utils, precision
 from afp_tf.detection import anchors as anchors_lib
 from afp_tf.detection import quantize
 from afp_tf.detection.metrics import MeanAveragePrecision
+from afp_tf.detection.nms import class_aware_nms
 from afp_tf.export import write_formats
 from afp_tf.export_artifacts import (
     INPUT_NAME,
@@ -64,7 +69,6 @@ OUTPUT_NAME = "predictions"
 # mAP@0.5 (absolute) an artifact may lose against the Keras model through the same
 # post-processing. fp32 artifacts are bound by the raw-output difference already.
 MAP_TOLERANCE = {"tflite_fp16": 0.01, "tflite_dynamic_int8": 0.03, "tflite_int8": 0.05}
-NMS_MAP_TOLERANCE = 0.01  # score ties may be broken differently by the runtime NMS
 NMS_ARTIFACTS = {
     "saved_model_nms": "saved_model_nms",
     "tflite_fp32_nms": "model_fp32_nms.tflite",
@@ -117,7 +121,7 @@ def export_detector(
     out = prepare_out_dir(out_dir)
     check_single_io(model)
     val_x, val_y = np.asarray(val_x, np.float32), np.asarray(val_y, np.float32)
-    model = at_input_size(model, *val_x.shape[1:3])
+    model = at_input_size(precision.as_float32(model), *val_x.shape[1:3])
     input_shape = check_single_io(model)
     anchors = anchors_lib.resolve(anchors, *val_x.shape[1:3])
     if val_y.ndim != 3 or val_y.shape[-1] != 5 or len(val_y) != len(val_x):
@@ -157,7 +161,16 @@ def export_detector(
     )
     int8 = report["formats"].get("tflite_int8", {}).get("status") not in (None, "skipped")
     report["postprocessing"] = _export_nms(
-        model, out, input_shape, meta, val_x, val_y, keras_map, representative if int8 else None
+        model,
+        out,
+        input_shape,
+        meta,
+        val_x,
+        val_y,
+        _candidates(keras_raw, meta, post),
+        keras_map,
+        tolerances,
+        representative if int8 else None,
     )
     write_report(out, report, {**report["formats"], **report["postprocessing"]["built_in"]})
     logging.info(
@@ -192,6 +205,7 @@ def _map(detections: list[dict], packed: np.ndarray) -> float:
 
 
 _KEYS = ("boxes", "scores", "classes")
+_NMS_SETTINGS = ("score_threshold", "iou_threshold", "max_detections")
 
 
 def _verify_raw(fmt, path, val_x, val_y, keras_raw, keras_map, meta, post) -> dict:
@@ -222,23 +236,16 @@ def nms_function(model: keras.Model, meta: dict):
         raw = tf.cast(model(image, training=False)[0], tf.float32)
         boxes = tf.clip_by_value(anchors_lib.decode(raw[:, :4], anchors), 0.0, 1.0)
         probs = tf.nn.softmax(raw[:, 4:], axis=-1)[:, 1:]
-        num_classes = probs.shape[-1]
-        # Boxes of class c shifted by 2c never overlap another class: one NMS is class-aware.
-        shift = 2.0 * tf.range(num_classes, dtype=tf.float32)[None, :, None]
-        idx, scores, count = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=tf.reshape(boxes[:, None, :] + shift, [-1, 4]),
-            scores=tf.reshape(probs, [-1]),
-            max_output_size=limit,
+        idx, scores, classes, count = class_aware_nms(
+            boxes[:, None, :],
+            probs,
+            max_detections=limit,
             iou_threshold=float(meta["iou_threshold"]),
             score_threshold=float(meta["score_threshold"]),
-            soft_nms_sigma=0.0,
-            pad_to_max_output_size=True,
         )
-        valid = tf.range(limit) < count
-        classes = tf.where(valid, tf.math.floormod(idx, num_classes), -1)
         return {
-            "boxes": tf.gather(boxes, tf.math.floordiv(idx, num_classes))[None],
-            "scores": tf.where(valid, scores, 0.0)[None],
+            "boxes": tf.gather(boxes, tf.math.floordiv(idx, probs.shape[-1]))[None],
+            "scores": scores[None],
             "classes": tf.cast(classes, tf.float32)[None],
             "num_detections": tf.reshape(count, [1]),
         }
@@ -253,33 +260,48 @@ def _write_int8(saved_model: Path, path: Path, representative) -> None:
 
 
 def _export_nms(
-    model, out: Path, input_shape, meta, val_x, val_y, keras_map, int8_representative=None
+    model,
+    out: Path,
+    input_shape,
+    meta,
+    val_x,
+    val_y,
+    keras_candidates,
+    keras_map,
+    tolerances,
+    int8_representative=None,
 ) -> dict:
     """Writes and verifies ``saved_model_nms/``, ``model_fp32_nms.tflite`` and, given
-    representative frames, ``model_int8_nms.tflite``."""
+    representative frames, ``model_int8_nms.tflite``, each held to the checks of its raw
+    format (``tolerances`` included): the fp32 ones to what NMS keeps of the Keras model's
+    candidates (``keras_candidates``), the int8 one to mAP@0.5."""
     saved = out / NMS_ARTIFACTS["saved_model_nms"]
     tflite = out / NMS_ARTIFACTS["tflite_fp32_nms"]
     write_saved_model(
         model, input_shape, saved, OUTPUT_NAME, endpoint=nms_function(model, meta), batch=1
     )
     convert("tflite_fp32", saved, tflite, None, layer_names(model))
+    fmts = {
+        f.name: f
+        for f in resolve_formats(
+            ("saved_model", "tflite_fp32", "tflite_int8"), tolerances, metric_drop=MAP_TOLERANCE
+        )
+    }
     artifacts = [
-        ("saved_model_nms", saved, "run_saved_model.py", NMS_MAP_TOLERANCE),
-        ("tflite_fp32_nms", tflite, "run_tflite.py", NMS_MAP_TOLERANCE),
+        ("saved_model_nms", saved, "saved_model"),
+        ("tflite_fp32_nms", tflite, "tflite_fp32"),
     ]
     int8, int8_failure = out / NMS_ARTIFACTS["tflite_int8_nms"], None
     if int8_representative is not None:
         try:
             _write_int8(saved, int8, int8_representative)
-            artifacts.append(
-                ("tflite_int8_nms", int8, "run_tflite.py", MAP_TOLERANCE["tflite_int8"])
-            )
+            artifacts.append(("tflite_int8_nms", int8, "tflite_int8"))
         except Exception as e:  # noqa: BLE001 - one artifact's failure must not stop the others
             int8_failure = f"int8 conversion failed: {str(e).strip().splitlines()[0]}"
             logging.warning("tflite_int8_nms %s", int8_failure)
     built_in = {
-        name: _verify_nms(path, runner, val_x, val_y, keras_map, tolerance)
-        for name, path, runner, tolerance in artifacts
+        name: _verify_nms(fmts[raw], path, val_x, val_y, keras_candidates, keras_map, meta)
+        for name, path, raw in artifacts
     }
     if "tflite_int8_nms" in built_in:
         built_in["tflite_int8_nms"]["int8_ops"] = quantize.op_precision(int8.read_bytes())
@@ -295,12 +317,20 @@ def _export_nms(
             "how": f"python export/run_detector.py ARTIFACT (NumPy decoding + NMS in export/"
             f"{POSTPROCESS}, settings and anchors from detection.json and {ANCHORS_NAME})",
         },
-        "nms": {k: meta[k] for k in ("score_threshold", "iou_threshold", "max_detections")},
+        "nms": {k: meta[k] for k in _NMS_SETTINGS},
     }
 
 
-def _verify_nms(path: Path, runner_script: str, val_x, val_y, keras_map, tolerance) -> dict:
-    runner = load_runner(runner_script).load(str(path), threads=1)
+def _candidates(raw: np.ndarray, meta: dict, post) -> list[dict[str, np.ndarray]]:
+    """Per image the NMS input of the NumPy post-processing: ``boxes`` ``(A, 1, 4)`` (one for
+    every class) and class ``scores`` ``(A, C)``."""
+    boxes = post.decode_boxes(raw[..., :4], meta["anchors"], tuple(meta["variances"]))
+    scores = post.softmax(raw[..., 4:])[..., 1:]
+    return [{"boxes": b[:, None, :], "scores": s} for b, s in zip(boxes, scores, strict=True)]
+
+
+def _verify_nms(fmt, path: Path, val_x, val_y, keras_candidates, keras_map, meta) -> dict:
+    runner = load_runner(fmt.runner).load(str(path), threads=1)
     detections = []
     for x in val_x:
         outputs = runner.predict_all(x[None])
@@ -310,12 +340,15 @@ def _verify_nms(path: Path, runner_script: str, val_x, val_y, keras_map, toleran
             | {"classes": np.asarray(outputs["classes"])[0, :n].astype(int)}
         )
     return detector_checked(
+        fmt,
         path,
         runner,
-        _map(detections, val_y),
-        keras_map,
-        tolerance,
-        "Keras + NumPy NMS",
+        detections,
+        keras_candidates,
+        map50=_map(detections, val_y),
+        keras_map50=keras_map,
+        against="Keras + NumPy NMS",
+        nms={k: meta[k] for k in _NMS_SETTINGS},
         outputs="boxes (1, K, 4) relative xyxy, scores (1, K), classes (1, K), "
         "num_detections (1,); batch 1",
     )

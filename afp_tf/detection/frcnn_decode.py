@@ -2,8 +2,9 @@
 
 :func:`detection_function` maps the packed output of one image to ``boxes`` (relative
 ``xyxy``), ``scores``, ``classes`` and ``num_detections``: softmax over the class logits, each
-class's deltas applied to its proposal, one ``NonMaxSuppressionV5`` for all classes (boxes of
-class ``c`` shifted by ``2c`` never overlap another class's). The same function runs in the
+class's deltas applied to its proposal, one class-aware NMS for all classes
+(:func:`~afp_tf.detection.nms.class_aware_nms`: score ties broken alike in every runtime). The
+same function runs in the
 Keras evaluation and inside exported SavedModel/TFLite graphs (a TFLite builtin), so both are
 judged by identical post-processing.
 """
@@ -18,6 +19,7 @@ import tensorflow as tf
 
 from afp_tf.detection import anchors as anchors_lib
 from afp_tf.detection.metrics import MeanAveragePrecision
+from afp_tf.detection.nms import class_aware_nms
 from afp_tf.models.frcnn import split_outputs
 
 
@@ -40,31 +42,40 @@ class Layout:
         return cls(len(proposals.boxes), proposals.post_nms, classes, **settings)
 
 
+def candidates_function(layout: Layout):
+    """``packed output (1, D) -> {boxes (R, C, 4), scores (R, C)}``: the NMS input, each
+    proposal decoded for each class (relative ``xyxy``) and its class probabilities."""
+
+    def candidates(raw):
+        parts = split_outputs(raw, layout.num_anchors, layout.num_rois, layout.num_classes)
+        proposals = parts["proposals"][0]  # (R, 4)
+        boxes = anchors_lib.decode(parts["box_deltas"][0], proposals[:, None, :])
+        return {
+            "boxes": tf.clip_by_value(boxes, 0.0, 1.0),
+            "scores": tf.nn.softmax(parts["class_logits"][0], axis=-1)[:, 1:],
+        }
+
+    return candidates
+
+
 def detection_function(layout: Layout):
     """``packed output (1, D) -> {boxes (1, K, 4), scores, classes (1, K), num_detections}``."""
-    limit, c = layout.max_detections, layout.num_classes
+    limit = layout.max_detections
+    candidates = candidates_function(layout)
 
     def detect(raw):
-        parts = split_outputs(raw, layout.num_anchors, layout.num_rois, c)
-        proposals = parts["proposals"][0]  # (R, 4)
-        boxes = anchors_lib.decode(parts["box_deltas"][0], proposals[:, None, :])  # (R, C, 4)
-        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
-        probs = tf.nn.softmax(parts["class_logits"][0], axis=-1)[:, 1:]  # (R, C)
-        shift = 2.0 * tf.range(c, dtype=tf.float32)[None, :, None]
-        idx, scores, count = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=tf.reshape(boxes + shift, [-1, 4]),
-            scores=tf.reshape(probs, [-1]),
-            max_output_size=limit,
+        boxes, probs = candidates(raw).values()
+        idx, scores, classes, count = class_aware_nms(
+            boxes,
+            probs,
+            max_detections=limit,
             iou_threshold=layout.iou_threshold,
             score_threshold=layout.score_threshold,
-            soft_nms_sigma=0.0,
-            pad_to_max_output_size=True,
         )
-        valid = tf.range(limit) < count
         return {
             "boxes": tf.gather(tf.reshape(boxes, [-1, 4]), idx)[None],
-            "scores": tf.where(valid, scores, 0.0)[None],
-            "classes": tf.cast(tf.where(valid, tf.math.floormod(idx, c), -1), tf.float32)[None],
+            "scores": scores[None],
+            "classes": tf.cast(classes, tf.float32)[None],
             "num_detections": tf.reshape(count, [1]),
         }
 

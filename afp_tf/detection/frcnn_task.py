@@ -5,8 +5,9 @@ Config keys beyond the base config (defaults in :func:`afp_tf.config_lib.frcnn_c
 ``model.num_rois``, ``model.pre_nms``, ``model.roi_size``, ``model.head_units``, the RPN
 anchors ``model.min_size`` (pixels, stride-8 level) / ``model.scales_per_octave`` /
 ``model.aspect_ratios`` (comma-separated), and the ``data`` keys of
-:mod:`afp_tf.data.coco_sources`. The decision metric is ``map50`` (mAP@0.5 on validation);
-``map`` is COCO mAP@[.5:.95].
+:mod:`afp_tf.data.coco_sources`. The decision metric is ``map50`` (mAP@0.5; on the acceptance
+split when ``data.accept_fraction`` > 0, else on validation, as for SSD); ``map`` is COCO
+mAP@[.5:.95].
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from afp_tf.data.coco_sources import load_coco
 from afp_tf.detection.frcnn_decode import evaluate_frcnn
 from afp_tf.detection.frcnn_export import export_frcnn
 from afp_tf.detection.frcnn_loss import FasterRCNNLoss
+from afp_tf.detection.task import detector_task_data
 from afp_tf.models.frcnn import build_frcnn, rpn_anchors
 from afp_tf.task import Task, TaskData
 
@@ -47,22 +49,12 @@ def load(cfg) -> TaskData:
             head_units=int(m.head_units),
         )
 
-    return TaskData(
-        task=Task(
-            loss=FasterRCNNLoss(anchors, data.input_shape[:2], data.num_classes, int(m.num_rois)),
-            metrics=list,
-            metric_name="map50",
-            evaluator=lambda trainer, ds: evaluate_frcnn(trainer.model, ds),
-            exporter=export_frcnn,
-        ),
-        train=data.train,
-        val=data.val,
-        test=data.test,
-        build_model=build_model,
-        sample=data.sample,
-        description=(
-            f"{data.source}: {data.num_train} train / {data.num_val} val / {data.num_test} test, "
-            f"{data.num_classes} classes, {data.input_shape[0]} px images"
-        ),
-        train_for_epoch=make_train,
+    task = Task(
+        loss=FasterRCNNLoss(anchors, data.input_shape[:2], data.num_classes, int(m.num_rois)),
+        metrics=list,
+        metric_name="map50",
+        evaluator=lambda trainer, ds: evaluate_frcnn(trainer.model, ds),
+        exporter=export_frcnn,
     )
+    detail = f"{data.input_shape[0]} px images"
+    return detector_task_data(data, task, build_model, detail, train_for_epoch=make_train)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 
-from afp_tf.data.gtsdb import load_gtsdb
+from afp_tf.data.gtsdb import DetectionData, load_gtsdb
 from afp_tf.detection.anchors import AnchorSpec
 from afp_tf.detection.export import export_detector
 from afp_tf.detection.loss import SSDLoss
@@ -27,6 +27,29 @@ from afp_tf.task import Task, TaskData
 def _get(section, key, default):
     value = section.get(key, None)
     return default if value is None else value
+
+
+def detector_task_data(
+    data: DetectionData, task: Task, build_model, detail: str, train_for_epoch=None
+) -> TaskData:
+    """The ``TaskData`` of a detector (SSD, Faster R-CNN) on ``data``: train / val / test and the
+    acceptance split when ``data`` holds one out; ``detail`` ends the log line on the data.
+    ``accept_size`` stays 0: mAP is not a proportion, so no binomial margin."""
+    return TaskData(
+        task=task,
+        train=data.train,
+        val=data.val,
+        accept=data.accept,
+        test=data.test,
+        build_model=build_model,
+        sample=data.sample,
+        description=(
+            f"{data.source}: {data.num_train} train / {data.num_val} val / "
+            + (f"{data.num_accept} accept / " if data.num_accept else "")
+            + f"{data.num_test} test, {data.num_classes} classes, {detail}"
+        ),
+        train_for_epoch=train_for_epoch,
+    )
 
 
 def load(cfg) -> TaskData:
@@ -53,25 +76,15 @@ def load(cfg) -> TaskData:
             head_depth=int(_get(cfg.model, "head_depth", 1)),
         )
 
-    return TaskData(
-        task=Task(
-            loss=SSDLoss(anchors, data.num_classes, image_size=data.input_shape[:2]),
-            metrics=list,
-            metric_name="map50",
-            evaluator=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
-            exporter=functools.partial(export_detector, anchors=anchors),
-        ),
-        train=data.train,
-        val=data.val,
-        accept=data.accept,  # accept_size stays 0: no binomial margin for mAP
-        test=data.test,
-        build_model=build_model,
-        sample=data.sample,
-        description=(
-            f"{data.source}: {data.num_train} train / {data.num_val} val / "
-            + (f"{data.num_accept} accept / " if data.num_accept else "")
-            + f"{data.num_test} test, "
-            f"{data.num_classes} classes, {data.input_shape[0]} px crops for training, "
-            f"{data.frame_shape[1]}x{data.frame_shape[0]} frames for evaluation"
-        ),
+    task = Task(
+        loss=SSDLoss(anchors, data.num_classes, image_size=data.input_shape[:2]),
+        metrics=list,
+        metric_name="map50",
+        evaluator=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
+        exporter=functools.partial(export_detector, anchors=anchors),
     )
+    detail = (
+        f"{data.input_shape[0]} px crops for training, "
+        f"{data.frame_shape[1]}x{data.frame_shape[0]} frames for evaluation"
+    )
+    return detector_task_data(data, task, build_model, detail)
