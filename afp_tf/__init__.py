@@ -6,6 +6,12 @@
 
 Submodules: ``surgery`` (channel groups, filter removal), ``stats`` (params, MACs), ``models``,
 ``data``, ``export``; ``AFPCallback`` for ``model.fit`` users.
+
+Layout (docs/architecture.md), one way: ``main`` -> ``run`` -> ``method`` -> ``train`` /
+``surgery`` -> ``export``. ``api``, ``callback`` and ``stats`` stay here as the public faces.
+So do ``io_utils``, ``extras`` and ``resources``: leaves that import nothing from afp_tf and
+that every layer uses (atomic files and JSON, optional-extra checks, shipped configs and deploy
+runners); inside any one layer they would make every other layer import that one.
 """
 
 import importlib
@@ -16,7 +22,7 @@ _LAZY = {
     "prune": ("afp_tf.api", "prune"),
     "PruneResult": ("afp_tf.api", "PruneResult"),
     "AFPCallback": ("afp_tf.callback", "AFPCallback"),
-    "OrthogonalRegularizer": ("afp_tf.regularizers", "OrthogonalRegularizer"),
+    "OrthogonalRegularizer": ("afp_tf.method.regularizers", "OrthogonalRegularizer"),
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -10,10 +10,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import prc, stats, surgery, training
-from afp_tf.options import PruneOptions
-from afp_tf.pruner import Pruner, filters_per_group
-from afp_tf.task import Task
+from afp_tf import stats, surgery
+from afp_tf.method import prc
+from afp_tf.method.options import PruneOptions
+from afp_tf.method.pruner import Pruner, filters_per_group
+from afp_tf.train import training
+from afp_tf.train.task import Task
 
 # PruneOptions fields that only the main job uses (it fine-tunes and sets the
 # learning rate itself); ``prune()`` takes the optimizer from the model instead.
@@ -110,7 +112,7 @@ def prune(
       strategy: a ``tf.distribute`` strategy; ``model`` must have been built under its scope.
       orth_beta: strength of the orthogonality regulariser (0 = off).
       progress: show progress bars.
-      **prune_options: any field of ``afp_tf.options.PruneOptions`` (``p_max``,
+      **prune_options: any field of ``afp_tf.method.options.PruneOptions`` (``p_max``,
         ``penalty_epochs``, ``recovery_epochs``, ``max_rounds``, ``rule``, ...).
 
     Returns:

@@ -13,10 +13,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import prc, regularizers, surgery
+from afp_tf import surgery
 from afp_tf.api import compile_like, is_proportion
-from afp_tf.options import PruneOptions
-from afp_tf.pruner import macs_per_filter, round_candidates
+from afp_tf.method import prc, regularizers
+from afp_tf.method.options import PruneOptions
+from afp_tf.method.pruner import macs_per_filter, round_candidates
 
 _OPTIONS = (
     "p_max",
@@ -80,7 +81,7 @@ class AFPCallback(keras.callbacks.Callback):
       orth_beta: orthogonality strength (0 = off).
       validation_size: validation examples ``monitor`` is measured on, a proportion of them
         (e.g. accuracy); None = counted as above.
-      **options: fields of ``afp_tf.options.PruneOptions`` that apply to selection and
+      **options: fields of ``afp_tf.method.options.PruneOptions`` that apply to selection and
         acceptance (``p_max``, ``p_min``, ``lambda_max``, ``rule``, ``importance``, ``cost``,
         ``min_filters``, ``round_to``, ``max_group_fraction``, ``delta_w``, ``delta_lambda``,
         ``margin_z``); each epoch is reported to the controller as a round (accepted while the

@@ -16,8 +16,9 @@ import sys
 
 from absl import app, flags, logging
 
-from afp_tf import config_lib, console, extras
-from afp_tf.export_checks import ExportError
+from afp_tf import extras
+from afp_tf.export.checks import ExportError
+from afp_tf.run import config_lib, console
 
 _CONFIG = flags.DEFINE_string(
     "config", config_lib.DEFAULT_CONFIG, "Experiment: NAME[:ARG] from configs/, or a .py path."
@@ -75,8 +76,8 @@ def _main(argv: list[str]) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         return 2
     # TensorFlow is imported from here on, after the console is set up.
-    from afp_tf import pipeline, report  # noqa: PLC0415
     from afp_tf.data import DatasetError  # noqa: PLC0415
+    from afp_tf.run import pipeline, report  # noqa: PLC0415
 
     try:
         summary = pipeline.run(cfg, workdir)

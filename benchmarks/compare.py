@@ -1,4 +1,4 @@
-"""afp_tf against standard pruning baselines and its own ablations, in one run.
+"""afp_tf against the comparison methods (standard pruning) and its own ablations, in one run.
 
     .venv/bin/python benchmarks/compare.py lenet5_fashion_mnist
     .venv/bin/python benchmarks/compare.py vgg16_fashion_mnist [--workdir DIR] \
@@ -31,11 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-from afp_tf import baselines, config_lib, export, io_utils, latency, stats, training  # noqa: E402
-from afp_tf.checkpoint import RunStore  # noqa: E402
-from afp_tf.pipeline import epoch_steps, make_optimizer, run  # noqa: E402
-from afp_tf.pruner import Pruner, filters_per_group  # noqa: E402
-from afp_tf.tasks import load_task  # noqa: E402
+from afp_tf import export, io_utils, stats  # noqa: E402
+from afp_tf.export import latency  # noqa: E402
+from afp_tf.method import comparison  # noqa: E402
+from afp_tf.method.pruner import Pruner, filters_per_group  # noqa: E402
+from afp_tf.run import config_lib  # noqa: E402
+from afp_tf.run.checkpoint import RunStore  # noqa: E402
+from afp_tf.run.pipeline import epoch_steps, make_optimizer, run  # noqa: E402
+from afp_tf.run.task_builders import load_task  # noqa: E402
+from afp_tf.train import training  # noqa: E402
 
 METHODS = {
     "a": "afp_tf (AFP + PRC + orthogonality)",
@@ -80,8 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
                     cfg, workdir / m, [f"train.baseline_model={baseline_path}", *ablations[m]]
                 )
         baseline_runs = {
-            "b": lambda t: baselines.uniform_l1(load_model(baseline_path), target_macs, t, budget),
-            "c": lambda t: baselines.iterative_global_l1(
+            "b": lambda t: comparison.uniform_l1(load_model(baseline_path), target_macs, t, budget),
+            "c": lambda t: comparison.iterative_global_l1(
                 load_model(baseline_path),
                 target_macs,
                 t,
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
                 importance=cfg.prune.importance,
                 max_group_fraction=cfg.prune.max_group_fraction,
             ),
-            "b15": lambda t: baselines.uniform_l1(
+            "b15": lambda t: comparison.uniform_l1(
                 load_model(baseline_path),
                 min(TARGET_MACS_FACTOR * target_macs, results["a"]["baseline"]["macs"]),
                 t,
@@ -165,13 +169,13 @@ def afp_run(cfg, workdir: Path, overrides: list[str]) -> dict:
 
 
 def comparison_run(cfg, data, workdir: Path, method) -> dict:
-    """Runs a baselines.* method unless ``workdir/result.json`` holds its result."""
+    """Runs a comparison.* method unless ``workdir/result.json`` holds its result."""
     done = workdir / "result.json"
     if done.exists():
         return io_utils.read_json(done)
     pruner = _pruner(cfg, data)
     metric = data.task.metric_name
-    tuner = baselines.FineTuner(
+    tuner = comparison.FineTuner(
         make_trainer=lambda model: pruner.make_trainer(model, orth_beta=0.0),
         evaluate=lambda trainer: float(pruner.evaluate(trainer)[metric]),
         train_data=data.train,

@@ -10,7 +10,8 @@ from pathlib import Path
 import common
 import numpy as np
 
-from afp_tf import config_lib, latency, pipeline
+from afp_tf.export import latency
+from afp_tf.run import config_lib, pipeline
 
 
 def run_config(config: str, description: str) -> tuple[argparse.Namespace, object, dict, dict]:

@@ -37,8 +37,10 @@ import common  # noqa: E402
 import compare  # noqa: E402
 import seeds  # noqa: E402
 
-from afp_tf import baselines, config_lib, io_utils  # noqa: E402
-from afp_tf.tasks import load_task  # noqa: E402
+from afp_tf import io_utils  # noqa: E402
+from afp_tf.method import comparison  # noqa: E402
+from afp_tf.run import config_lib  # noqa: E402
+from afp_tf.run.task_builders import load_task  # noqa: E402
 
 LADDERS = ("uniform_l1", "global_l1")
 METHODS = ("afp_tf", *LADDERS)
@@ -133,11 +135,11 @@ def _ladder_point(cfg, base: dict, run_dir: Path, method: str, point, budget: in
 
         def method_fn(tuner):
             model = compare.load_model(model_path)
-            return baselines.uniform_l1_fraction(model, point, tuner, budget)
+            return comparison.uniform_l1_fraction(model, point, tuner, budget)
     else:
 
         def method_fn(tuner):
-            return baselines.iterative_global_l1(
+            return comparison.iterative_global_l1(
                 compare.load_model(model_path),
                 base["macs"] / point,
                 tuner,

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result  # noqa: E402
 
-from afp_tf import export, latency, stats  # noqa: E402
+from afp_tf import export, stats  # noqa: E402
+from afp_tf.export import latency  # noqa: E402
 
 
 def _vgg16_pair(keep: float):

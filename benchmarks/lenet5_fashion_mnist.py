@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from absl import logging  # noqa: E402
 from common import write_result  # noqa: E402
 
-from afp_tf import config_lib, pipeline  # noqa: E402
+from afp_tf.run import config_lib, pipeline  # noqa: E402
 
 
 def run_one(tolerance: float, workdir: Path, overrides: list[str]) -> dict:

@@ -34,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import compare  # noqa: E402
 
-from afp_tf import baselines, config_lib, io_utils  # noqa: E402
-from afp_tf.pipeline import run  # noqa: E402
-from afp_tf.tasks import load_task  # noqa: E402
+from afp_tf import io_utils  # noqa: E402
+from afp_tf.method import comparison  # noqa: E402
+from afp_tf.run import config_lib  # noqa: E402
+from afp_tf.run.pipeline import run  # noqa: E402
+from afp_tf.run.task_builders import load_task  # noqa: E402
 
 AFP_METHODS = {
     "afp_tf": [],
@@ -142,11 +144,11 @@ def _matched(cfg, base: dict, run_dir: Path, method: str, afp: dict, rate: float
     if method == "uniform_l1":
 
         def method_fn(tuner):
-            return baselines.uniform_l1(compare.load_model(model_path), target, tuner, budget)
+            return comparison.uniform_l1(compare.load_model(model_path), target, tuner, budget)
     else:
 
         def method_fn(tuner):
-            return baselines.iterative_global_l1(
+            return comparison.iterative_global_l1(
                 compare.load_model(model_path),
                 target,
                 tuner,

@@ -1,6 +1,6 @@
 """Epoch time of the training step with each accelerator option, next to the default, one run.
 
-LeNet-5 on a Fashion-MNIST subset (``afp_tf.training.Trainer``, SGD, batch 128). Every option
+LeNet-5 on a Fashion-MNIST subset (``afp_tf.train.training.Trainer``, SGD, batch 128). Every option
 trains the same initial weights; the options take turns for ``--repeats`` rounds (so load on a
 shared machine hits them alike) and each round times ``--epochs`` epochs after one warm-up
 epoch (tracing, XLA compilation). Writes ``benchmarks/results/train_step.json``.
@@ -41,8 +41,10 @@ def main() -> None:
 
     import keras
 
-    from afp_tf import config_lib, models, precision, training
+    from afp_tf import models
     from afp_tf.data import load_classification
+    from afp_tf.run import config_lib
+    from afp_tf.train import precision, training
 
     cfg = config_lib.load_config("lenet5_fashion_mnist")
     cfg.data.train_subset, cfg.data.val_subset, cfg.data.test_subset = args.train, 512, 512

@@ -20,7 +20,7 @@ backbone weights (train.baseline_model) the baseline shrinks to a few epochs. No
 a CPU. ``:quick`` takes 2,048 / 512 / 512 images and 2 epochs (about 20 minutes on a GPU).
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

@@ -15,7 +15,7 @@ round with an absolute tolerance of 0.9 mAP points so that a barely trained dete
 loses filters.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

@@ -6,7 +6,7 @@
 Data: TFDS if prepared, else the IDX files of Debian's ``dataset-fashion-mnist``.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

@@ -6,7 +6,7 @@
 Data: TFDS ``mnist`` (needs a download once), or IDX files via --config.data.data_dir=DIR.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

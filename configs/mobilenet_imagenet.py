@@ -7,7 +7,7 @@
 Data: TFDS ``imagenet2012`` prepared from the manually downloaded archives. Needs accelerators.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

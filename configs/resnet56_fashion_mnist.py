@@ -10,7 +10,7 @@ from the train split) and 5,000 test images, 10 baseline epochs, at most 4 round
 Data: TFDS if prepared, else the IDX files of Debian's ``dataset-fashion-mnist``.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

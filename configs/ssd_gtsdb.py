@@ -24,7 +24,7 @@ for this depthwise-heavy network, an epoch (6.6 TMAC of training, 4.1 TMAC of va
 about 5 s plus input reading, the whole run roughly 30-60 minutes.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

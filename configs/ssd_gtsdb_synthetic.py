@@ -35,7 +35,7 @@ with an absolute tolerance of 0.9 mAP points so that a barely trained detector s
 filters.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

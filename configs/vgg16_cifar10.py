@@ -6,7 +6,7 @@
 Data: TFDS ``cifar10``, or CIFAR python batches via --config.data.data_dir=DIR. A GPU is advised.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

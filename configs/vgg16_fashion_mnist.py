@@ -1,6 +1,6 @@
 """VGG-16 (CIFAR form) on Fashion-MNIST zero-padded to 32×32, sized for a shared 2-core CPU.
 
-    .venv/bin/python benchmarks/compare.py vgg16_fashion_mnist        # afp_tf vs baselines
+    .venv/bin/python benchmarks/compare.py vgg16_fashion_mnist        # afp_tf vs comparison methods
     python -m afp_tf.main --config vgg16_fashion_mnist --workdir runs/vgg16_fashion_mnist
     python -m afp_tf.main --config vgg16_fashion_mnist:quick --workdir runs/quick   # smoke run
 
@@ -14,7 +14,7 @@ Data: TFDS if prepared, else the IDX files of Debian's ``dataset-fashion-mnist``
 ``data.image_size=32`` pads the 28×28 images with zeros.
 """
 
-from afp_tf import config_lib
+from afp_tf.run import config_lib
 
 
 def get_config(arg=None):

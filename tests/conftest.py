@@ -61,7 +61,7 @@ def tiny_fashion_mnist(tmp_path_factory):
 
 def classifier_trainer(model, *, global_batch_size, learning_rate=0.1, strategy=None, **kwargs):
     """A ``Trainer`` of integer-label logits (cross-entropy, accuracy) with plain SGD."""
-    from afp_tf import training
+    from afp_tf.train import training
 
     kwargs.setdefault("metrics", ["accuracy"])
     kwargs.setdefault("optimizer", lambda: keras.optimizers.SGD(learning_rate))
@@ -95,7 +95,7 @@ def tiny_job_overrides(data_dir, *extra):
 
 def tiny_job_config(data_dir, *extra):
     """The config of :func:`tiny_job_overrides`; later overrides win."""
-    from afp_tf import config_lib
+    from afp_tf.run import config_lib
 
     cfg = config_lib.load_config("lenet5_fashion_mnist:quick")
     config_lib.apply_overrides(cfg, tiny_job_overrides(data_dir, *extra))

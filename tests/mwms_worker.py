@@ -61,8 +61,8 @@ def train(strategy, init_weights: list[np.ndarray] | None, epochs: int) -> list[
     """Trains ``build_model()`` (from ``init_weights`` if given) with SGD; returns its weights."""
     import keras
 
-    from afp_tf import training
-    from afp_tf.epochs import run_epochs
+    from afp_tf.train import training
+    from afp_tf.train.epochs import run_epochs
 
     with strategy.scope():
         model = build_model()
@@ -113,8 +113,9 @@ def prune_one_round(strategy, epochs: int) -> dict:
     import keras
 
     import afp_tf
-    from afp_tf import pruner, training
-    from afp_tf.epochs import run_epochs
+    from afp_tf.method import pruner
+    from afp_tf.train import training
+    from afp_tf.train.epochs import run_epochs
 
     keras.utils.set_random_seed(0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from afp_tf import training
+    from afp_tf.train import training
 
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow operation runs.
     strategy = training.make_strategy("multi_worker")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import afp, regularizers
+from afp_tf.method import afp, regularizers
 
 IMP = {"a": np.array([0.1, 0.5, 0.9]), "b": np.array([0.2, 0.3, 0.4, 0.6, 0.8])}
 

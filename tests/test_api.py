@@ -12,7 +12,8 @@ from conftest import learnable_images
 from keras.src.models.functional import Functional
 
 import afp_tf
-from afp_tf import distribute, surgery
+from afp_tf import surgery
+from afp_tf.train import distribute
 
 SIZE, CLASSES = 28, 4
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

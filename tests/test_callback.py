@@ -9,7 +9,8 @@ from keras.src.models.functional import Functional
 from test_api import LOSS, NegativeSquares, build_model, make_data
 
 import afp_tf
-from afp_tf import afp, callback, surgery
+from afp_tf import callback, surgery
+from afp_tf.method import afp
 
 EPOCHS = 3
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import config_lib
 from afp_tf.data import DatasetCorruptError, DatasetNotFoundError, coco, coco_sources, coco_synth
 from afp_tf.detection.metrics import MeanAveragePrecision
+from afp_tf.run import config_lib
 
 
 @pytest.fixture(scope="module")

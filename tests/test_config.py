@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from afp_tf import config_lib
 from afp_tf.main import split_overrides
+from afp_tf.run import config_lib
 
 
 def test_load_config_every_file_loads_and_validates():
@@ -88,7 +88,7 @@ def test_validate_out_of_range_raises(override, message):
 
 
 def test_prune_section_defaults_are_prune_options_defaults():
-    from afp_tf.options import PruneOptions
+    from afp_tf.method.options import PruneOptions
 
     cfg = config_lib.base_config()
     assert cfg.prune.to_dict() == PruneOptions().to_dict()
@@ -105,7 +105,7 @@ def test_prune_options_typed_from_overrides():
 
 
 def test_prune_options_unknown_field_suggests_closest():
-    from afp_tf.options import PruneOptions
+    from afp_tf.method.options import PruneOptions
 
     with pytest.raises(TypeError, match="did you mean 'p_max'"):
         PruneOptions.from_mapping({"p_maxx": 0.2})
@@ -122,7 +122,7 @@ def test_split_overrides_both_spellings():
 def test_load_config_user_file_path_outside_configs_loads(tmp_path):
     path = tmp_path / "my_experiment.py"
     path.write_text(
-        "from afp_tf import config_lib\n\n\n"
+        "from afp_tf.run import config_lib\n\n\n"
         "def get_config(arg=None):\n"
         "    c = config_lib.base_config()\n"
         "    c.name = 'mine'\n"

@@ -1,4 +1,4 @@
-"""Tests of afp_tf.distribute: make_strategy, and two local MultiWorkerMirroredStrategy workers."""
+"""afp_tf.train.distribute: make_strategy, and two local MultiWorkerMirroredStrategy workers."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import distribute
+from afp_tf.train import distribute
 
 WORKER_SCRIPT = Path(__file__).with_name("mwms_worker.py")
 TIMEOUT_S = 300  # two TensorFlow processes on a shared 2-core machine: mostly start-up

@@ -5,7 +5,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from afp_tf import config_lib, resources
+from afp_tf import resources
+from afp_tf.run import config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- configs:start -->", "<!-- configs:end -->"

@@ -1,4 +1,4 @@
-"""Tests of afp_tf.epochs.run_epochs: the epoch loop with keep-best, early stop and recording."""
+"""afp_tf.train.epochs.run_epochs: the epoch loop with keep-best, early stop and recording."""
 
 import keras
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from conftest import classifier_trainer
 
-from afp_tf import training
-from afp_tf.epochs import run_epochs
+from afp_tf.train import training
+from afp_tf.train.epochs import run_epochs
 
 
 def _dataset():
@@ -124,10 +124,10 @@ def test_run_epochs_inconsistent_options_raise(kwargs, message):
 
 
 def test_pruner_make_trainer_walks_graph_for_orthogonality_only_when_training(monkeypatch):
-    from afp_tf import pruner as pruner_lib
-    from afp_tf import round_weights
-    from afp_tf.options import PruneOptions
-    from afp_tf.task import Task
+    from afp_tf.method import pruner as pruner_lib
+    from afp_tf.method import round_weights
+    from afp_tf.method.options import PruneOptions
+    from afp_tf.train.task import Task
 
     built = []
     real = round_weights.orthogonality_loss

@@ -13,8 +13,10 @@ import pytest
 import tensorflow as tf
 from conftest import artifact_float_types
 
-from afp_tf import export, export_checks, export_data, latency, precision, resources
-from afp_tf.export_artifacts import write_saved_model
+from afp_tf import export, resources
+from afp_tf.export import calibration, checks, latency
+from afp_tf.export.artifacts import write_saved_model
+from afp_tf.train import precision
 
 CLASSES = 4
 SIZE = 12
@@ -186,7 +188,7 @@ def test_export_model_unwritable_out_dir_raises_clear_error(trained, tmp_path):
 def test_parse_tolerances_items_and_none_parsed():
     got = export.parse_tolerances("tflite_int8.max_metric_drop=0.02, onnx.max_rel_diff=none")
     assert got == {"tflite_int8": {"max_metric_drop": 0.02}, "onnx": {"max_rel_diff": None}}
-    fmts = export_checks.resolve_formats(["onnx", "tflite_int8"], got)
+    fmts = checks.resolve_formats(["onnx", "tflite_int8"], got)
     assert [(f.max_rel_diff, f.max_metric_drop) for f in fmts] == [(None, None), (None, 0.02)]
 
 
@@ -200,7 +202,7 @@ def test_parse_tolerances_bad_item_raises_naming_it(spec):
 
 def test_resolve_formats_unmeasured_holds_every_format_to_its_outputs():
     tolerances = export.parse_tolerances("tflite_fp16.max_rel_diff=0.05,onnx.max_metric_drop=0.1")
-    fmts = export_checks.resolve_formats(export.ALL_FORMATS, tolerances, measured=False)
+    fmts = checks.resolve_formats(export.ALL_FORMATS, tolerances, measured=False)
     assert {f.name: f.max_rel_diff for f in fmts} == {
         "saved_model": 1e-4,
         "tflite_fp32": 1e-4,
@@ -317,7 +319,7 @@ def test_measure_latency_unknown_artifact_name_raises(tmp_path):
 
 def _cli(*args, cwd=None, before=None):
     """Runs ``afp-tf-export args``; ``before``: Python code run first in the same process."""
-    command = ["-m", "afp_tf.export_cli"]
+    command = ["-m", "afp_tf.export"]
     if before is not None:
         command = ["-c", f"{before}\nimport sys\nfrom afp_tf import export_cli\n"
                    "sys.exit(export_cli.main(sys.argv[1:]))"]  # fmt: skip
@@ -373,7 +375,7 @@ def _near_tie_classifier(scale=1.0):
 def test_cli_without_data_near_ties_passes_on_numerics_accuracy_not_measured(tmp_path):
     model = _near_tie_classifier()
     model.save(tmp_path / "m.keras")
-    noise = export_data.random_inputs((16, 16, 1), 256)  # the CLI's inputs without --data
+    noise = calibration.random_inputs((16, 16, 1), 256)  # the CLI's inputs without --data
     # Their top-1 agreement with Keras, what the CLI used to check: below 0.99.
     with pytest.raises(export.ExportVerificationError, match="dynamic_int8: accuracy 0.98"):
         export.export_model(
@@ -401,7 +403,7 @@ def test_cli_without_data_artifact_with_wrong_numerics_fails(tmp_path):
     # The dynamic int8 converter is handed the SavedModel of other weights.
     other = str(tmp_path / "other")
     before = (
-        "from afp_tf import export_artifacts as a\n"
+        "from afp_tf.export import artifacts as a\n"
         "to_tflite = a._to_tflite\n"
         "a._to_tflite = lambda name, saved_model, rep: to_tflite(\n"
         f"    name, {other!r} if name == 'tflite_dynamic_int8' else saved_model, rep\n"

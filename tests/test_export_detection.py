@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from conftest import artifact_float_types
 
-from afp_tf import export_checks, precision, resources
+from afp_tf import resources
 from afp_tf.detection import export as detection_export
 from afp_tf.detection.anchors import AnchorSpec
-from afp_tf.export_artifacts import convert, write_saved_model
-from afp_tf.export_checks import FORMATS, ExportVerificationError, load_runner
+from afp_tf.export import checks
+from afp_tf.export.artifacts import convert, write_saved_model
+from afp_tf.export.checks import FORMATS, ExportVerificationError, load_runner
 from afp_tf.models.ssd import at_input_size, build_ssd
+from afp_tf.train import precision
 
 CROP, FRAME, CLASSES = 64, (64, 96), 4  # trained on crops, exported for full frames
 SPEC = AnchorSpec.for_object_sizes(16, 128, first_stride=8)
@@ -227,7 +229,7 @@ def _dets(*rows):
 def _detector_row(tmp_path, fmt, got, candidates, map50=0.5, keras_map50=0.5):
     artifact = tmp_path / "model.tflite"
     artifact.write_bytes(b"12345")
-    return export_checks.detector_checked(
+    return checks.detector_checked(
         fmt, artifact, _RUNNER, got, candidates, map50=map50, keras_map50=keras_map50,
         against="Keras", nms=_NMS,
     )  # fmt: skip
@@ -252,7 +254,7 @@ def _detector_row(tmp_path, fmt, got, candidates, map50=0.5, keras_map50=0.5):
 def test_check_detections_accepts_any_greedy_nms_of_near_tied_scores_only(
     rows, max_detections, mismatched
 ):
-    summary = export_checks.check_detections(
+    summary = checks.check_detections(
         [_dets(*rows)], [CANDIDATES], atol=1e-4,
         **{**_NMS, "max_detections": max_detections},
     )  # fmt: skip

@@ -5,7 +5,8 @@ import json
 import pytest
 from conftest import tiny_job_config
 
-from afp_tf import export, pipeline
+from afp_tf import export
+from afp_tf.run import pipeline
 
 
 @pytest.mark.slow

@@ -6,12 +6,12 @@ import pytest
 import tensorflow as tf
 from conftest import artifact_float_types
 
-from afp_tf import precision
 from afp_tf.detection.frcnn_decode import Layout, detection_function
 from afp_tf.detection.frcnn_export import export_frcnn
-from afp_tf.export_artifacts import convert, write_saved_model
-from afp_tf.export_checks import load_runner
+from afp_tf.export.artifacts import convert, write_saved_model
+from afp_tf.export.checks import load_runner
 from afp_tf.models.frcnn import build_frcnn, rpn_anchors
+from afp_tf.train import precision
 
 SIZE = 64
 

@@ -3,8 +3,8 @@
 import keras
 import pytest
 
-from afp_tf import config_lib, pipeline, tasks
 from afp_tf.data import DatasetNotFoundError
+from afp_tf.run import config_lib, pipeline, task_builders
 
 
 def _config(name, overrides):
@@ -55,8 +55,8 @@ def _images(task_data, split):
 
 def test_frcnn_accept_fraction_holds_out_acceptance_images_apart_from_train_and_val(tmp_path):
     data_dir = f"data.data_dir={tmp_path / 'data'}"  # quick: 32 training images, 8 validate
-    plain = tasks.load_task(_config("frcnn_coco_synthetic:quick", [data_dir]))
-    data = tasks.load_task(
+    plain = task_builders.load_task(_config("frcnn_coco_synthetic:quick", [data_dir]))
+    data = task_builders.load_task(
         _config("frcnn_coco_synthetic:quick", [data_dir, "data.accept_fraction=0.25"])
     )
     assert plain.accept is None and data.accept is not None

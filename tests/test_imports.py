@@ -84,9 +84,71 @@ def test_cycles_two_module_loop_is_found(tmp_path):
 def test_import_graph_sees_lazy_imports():
     graph = import_graph()
     # The pipeline imports the exporter inside a function; it must still be an edge.
-    assert "afp_tf.pipeline" in graph and "afp_tf.tasks" in graph["afp_tf.pipeline"]
-    assert "afp_tf.detection.task" in graph["afp_tf.tasks"]
+    assert (
+        "afp_tf.run.pipeline" in graph
+        and "afp_tf.run.task_builders" in graph["afp_tf.run.pipeline"]
+    )
+    assert "afp_tf.detection.task" in graph["afp_tf.run.task_builders"]
 
 
 def test_afp_tf_import_graph_has_no_cycle():
     assert cycles(import_graph()) == []
+
+
+# The one-way flow of docs/architecture.md: a module imports only layers after its own.
+FLOW = {
+    "afp_tf.main": 0,
+    "afp_tf.run": 1,
+    "afp_tf.method": 2,
+    "afp_tf.train": 3,
+    "afp_tf.surgery": 3,
+    "afp_tf.export": 4,
+}
+LEAVES = ("afp_tf.io_utils", "afp_tf.extras", "afp_tf.resources")
+# Edges against the flow that the code has today: listed here, not hidden.
+AGAINST_FLOW = {
+    # exports the float32 copy of a model trained under a dtype policy (precision owns them)
+    ("afp_tf.export.classifier", "afp_tf.train.precision"),
+    # registers OrthogonalRegularizer so Keras loads models that carry it
+    ("afp_tf.export.cli", "afp_tf.method.regularizers"),
+    # the export command sets up the terminal and log file like afp-tf
+    ("afp_tf.export.cli", "afp_tf.run.console"),
+}
+
+
+def _layer(module: str) -> str | None:
+    return next((p for p in FLOW if module == p or module.startswith(p + ".")), None)
+
+
+def flow_violations(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """Imports from a layer to the same or an earlier one (within one package is fine)."""
+    found = set()
+    for module, imported in graph.items():
+        src = _layer(module)
+        for target in imported:
+            dst = _layer(target)
+            if src and dst and src != dst and FLOW[dst] <= FLOW[src]:
+                found.add((module, target))
+    return found
+
+
+def test_flow_violations_are_found():
+    graph = {
+        "afp_tf.export.checks": {"afp_tf.run.config_lib"},
+        "afp_tf.method.pruner": {"afp_tf.train.training", "afp_tf.method.afp"},
+        "afp_tf.train.training": {"afp_tf.surgery.graph"},
+        "afp_tf.run.pipeline": {"afp_tf.method.pruner", "afp_tf.stats"},
+    }
+    assert flow_violations(graph) == {
+        ("afp_tf.export.checks", "afp_tf.run.config_lib"),
+        ("afp_tf.train.training", "afp_tf.surgery.graph"),
+    }
+
+
+def test_layers_import_only_downstream():
+    assert flow_violations(import_graph()) == AGAINST_FLOW
+
+
+def test_leaves_import_nothing_from_afp_tf():
+    graph = import_graph()
+    assert {leaf: graph[leaf] for leaf in LEAVES} == {leaf: set() for leaf in LEAVES}

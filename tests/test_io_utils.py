@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from afp_tf import checkpoint, io_utils
+from afp_tf import io_utils
+from afp_tf.run import checkpoint
 
 
 def test_atomic_path_error_leaves_old_file_and_no_temp(tmp_path):

@@ -115,14 +115,14 @@ def test_resnet56_width_multiplier_scales_every_stage():
 
 
 def test_model_kwargs_width_maps_to_resnet_width_keyword():
-    from afp_tf import config_lib, tasks
+    from afp_tf.run import config_lib, task_builders
 
     cfg = config_lib.load_config("resnet56_fashion_mnist")
     cfg.model.width = 0.5
-    assert tasks.model_kwargs(cfg) == {"width": 0.5}
+    assert task_builders.model_kwargs(cfg) == {"width": 0.5}
     cfg.model.name = "lenet5"
     with pytest.raises(ValueError, match="has no width multiplier"):
-        tasks.model_kwargs(cfg)
+        task_builders.model_kwargs(cfg)
 
 
 def test_resnet_uses_projection_only_where_shape_changes():

@@ -47,7 +47,7 @@ def test_pyproject_extras_and_console_scripts():
     assert not re.search(r"keras-cv|tf2onnx|onnxruntime|ai-edge-litert|keras-hub|pycocotools", core)
     assert project["scripts"] == {
         "afp-tf": "afp_tf.main:run",
-        "afp-tf-export": "afp_tf.export_cli:run",
+        "afp-tf-export": "afp_tf.export.cli:run",
     }
     assert set(extras.EXTRA_OF.values()) <= set(extra)
 
@@ -68,7 +68,7 @@ _BLOCK_EXTRAS = (
 
 def test_core_install_without_extras_imports_the_main_job_and_names_missing_extras():
     script = _BLOCK_EXTRAS + (
-        "import afp_tf.main, afp_tf.pipeline, afp_tf.export, afp_tf.export_cli\n"
+        "import afp_tf.main, afp_tf.run.pipeline, afp_tf.export, afp_tf.export.cli\n"
         "from afp_tf import extras\n"
         "for module, purpose in (('tf2onnx', 'ONNX export'), ('keras_cv', 'detection')):\n"
         "    try:\n"

@@ -19,7 +19,8 @@ from conftest import (
     write_idx,
 )
 
-from afp_tf import config_lib, export, pipeline
+from afp_tf import export
+from afp_tf.run import config_lib, pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 

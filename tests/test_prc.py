@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from afp_tf import prc
+from afp_tf.method import prc
 
 
 def _ctrl(**kw):

@@ -2,7 +2,8 @@
 
 import pytest
 
-from afp_tf import config_lib, prc
+from afp_tf.method import prc
+from afp_tf.run import config_lib
 
 
 def _fixed(**kw):

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import prc, regularizers, round_weights, stats, surgery, training
-from afp_tf.options import PruneOptions
-from afp_tf.pruner import Pruner, PruneState, filters_per_group, macs_per_filter
-from afp_tf.task import Task
+from afp_tf import stats, surgery
+from afp_tf.method import prc, regularizers, round_weights
+from afp_tf.method.options import PruneOptions
+from afp_tf.method.pruner import Pruner, PruneState, filters_per_group, macs_per_filter
+from afp_tf.train import training
+from afp_tf.train.task import Task
 
 VAL, ACCEPT = "val-data", "accept-data"  # sentinels: the fake trainer tells splits apart by them
 

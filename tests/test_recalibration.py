@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from afp_tf import recalibration
+from afp_tf.method import recalibration
 
 
 def test_recalibrate_batchnorm_moving_stats_are_batch_average_momentum_restored():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from afp_tf import regularizers
+from afp_tf.method import regularizers
 
 
 def _direct(m, normalize=True, eps=1e-4):

@@ -2,7 +2,8 @@
 
 import pytest
 
-from afp_tf import prc, report
+from afp_tf.method import prc
+from afp_tf.run import report
 
 
 def _state(*, accept: bool) -> dict:

@@ -23,7 +23,7 @@ def _round_trip(obj):
 
 
 def _orthogonal_regularizer():
-    from afp_tf.regularizers import OrthogonalRegularizer
+    from afp_tf.method.regularizers import OrthogonalRegularizer
 
     args = {"factor": 0.3, "mode": "depthwise", "normalize": True, "epsilon": 0.5}
     kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 4, 2)), tf.float32)

@@ -81,7 +81,7 @@ def test_ssd_pruned_trains_and_keeps_output_shape(tmp_path):
 
 
 def test_detection_task_synthetic_trains_with_trainer(tmp_path):
-    from afp_tf.training import Trainer
+    from afp_tf.train.training import Trainer
 
     cfg = ml_collections.ConfigDict(
         {

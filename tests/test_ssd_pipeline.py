@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from afp_tf import config_lib, pipeline
 from afp_tf.data import DatasetNotFoundError, gtsdb_synth
+from afp_tf.run import config_lib, pipeline
 
 TINY = [
     "data.synthetic_images=24",

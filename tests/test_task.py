@@ -1,4 +1,5 @@
-"""Tests of afp_tf.task (what differs per task) and afp_tf.tasks (config -> task builders)."""
+"""Tests of afp_tf.train.task (what differs per task) and afp_tf.run.task_builders
+(config -> task builders)."""
 
 import keras
 import numpy as np
@@ -6,8 +7,9 @@ import pytest
 import tensorflow as tf
 from conftest import classifier_trainer
 
-from afp_tf import config_lib, export, tasks
-from afp_tf.task import Task
+from afp_tf import export
+from afp_tf.run import config_lib, task_builders
+from afp_tf.train.task import Task
 
 
 def _trainer():
@@ -23,7 +25,7 @@ def _dataset():
 
 
 def test_task_score_default_evaluator_is_keras_accuracy():
-    task = tasks.classification_task()
+    task = task_builders.classification_task()
     assert task.score(_trainer(), _dataset()) == pytest.approx(0.75)
 
 
@@ -48,14 +50,14 @@ def test_task_export_passes_arguments_to_exporter():
 
 
 def test_classification_task_exports_as_classifier():
-    assert tasks.classification_task().exporter is export.export_model
+    assert task_builders.classification_task().exporter is export.export_model
 
 
 def test_load_task_unknown_task_lists_builders():
     cfg = config_lib.base_config()
     cfg.task = "segmentation"
     with pytest.raises(ValueError, match="classification, detection"):
-        tasks.load_task(cfg)
+        task_builders.load_task(cfg)
 
 
 def test_load_task_detection_exporter_carries_the_loss_anchors(tmp_path):
@@ -63,7 +65,7 @@ def test_load_task_detection_exporter_carries_the_loss_anchors(tmp_path):
     config_lib.apply_overrides(
         cfg, [f"data.data_dir={tmp_path}", "data.synthetic_images=8", "data.image_size=64"]
     )
-    task = tasks.load_task(cfg).task
+    task = task_builders.load_task(cfg).task
     assert task.metric_name == "map50"
     anchors = task.exporter.keywords["anchors"]
     assert anchors.to_dict() == task.loss.anchors.to_dict()

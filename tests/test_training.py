@@ -1,4 +1,4 @@
-"""Tests of afp_tf.training: the compiled, strategy-aware Trainer and make_optimizer."""
+"""Tests of afp_tf.train.training: the compiled, strategy-aware Trainer and make_optimizer."""
 
 import gc
 import time
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import classifier_trainer
 
-from afp_tf import precision, training
+from afp_tf.train import precision, training
 
 NUM_EXAMPLES, BATCH, CLASSES = 37, 8, 3  # 4 full batches and a partial one of 5
 
@@ -341,7 +341,7 @@ def test_precision_policy_unknown_name_suggests():
     ],
 )
 def test_config_train_section_bad_values_raise(override, message):
-    from afp_tf import config_lib
+    from afp_tf.run import config_lib
 
     cfg = config_lib.base_config()
     with pytest.raises(config_lib.ConfigError, match=message):

@@ -1,7 +1,7 @@
 """Exports an SSD detector: raw artifacts in every format plus TFLite/SavedModel with NMS inside.
 
 The detection task's exporter (``Task.exporter``). Raw artifacts (the formats of
-:mod:`afp_tf.export_checks`) return ``(batch, anchors, 4 + 1 + C)``; each
+:mod:`afp_tf.export.checks`) return ``(batch, anchors, 4 + 1 + C)``; each
 is checked against Keras (relative difference of the raw outputs) and by mAP@0.5 on validation
 images after the deploy-side NumPy post-processing of ``export/detection_postprocess.py``
 (decoding + class-aware NMS), which is also how a runtime without NMS (ONNX here) is used:
@@ -13,7 +13,7 @@ and ``model_fp32_nms.tflite`` (TFLite builtin ``NON_MAX_SUPPRESSION_V5``; batch 
 to ``boxes`` (relative ``xyxy``), ``scores``, ``classes`` and ``num_detections``. They run the
 same NMS as the NumPy code, ties broken alike (:func:`afp_tf.detection.nms.class_aware_nms`),
 and must keep what it keeps of the Keras model's candidates, image by image
-(:func:`afp_tf.export_checks.check_detections`, within the ``max_rel_diff`` of their raw
+(:func:`afp_tf.export.checks.check_detections`, within the ``max_rel_diff`` of their raw
 format): the mAP of a few images ranks all their detections together, and float round-off
 reorders near-tied scores.
 
@@ -37,13 +37,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import io_utils, precision
+from afp_tf import io_utils
 from afp_tf.detection import anchors as anchors_lib
 from afp_tf.detection import quantize
 from afp_tf.detection.metrics import MeanAveragePrecision
 from afp_tf.detection.nms import class_aware_nms
 from afp_tf.export import write_formats
-from afp_tf.export_artifacts import (
+from afp_tf.export.artifacts import (
     INPUT_NAME,
     check_single_io,
     convert,
@@ -51,7 +51,7 @@ from afp_tf.export_artifacts import (
     prepare_out_dir,
     write_saved_model,
 )
-from afp_tf.export_checks import (
+from afp_tf.export.checks import (
     ALL_FORMATS,
     checked,
     detector_checked,
@@ -62,6 +62,7 @@ from afp_tf.export_checks import (
     write_report,
 )
 from afp_tf.models.ssd import at_input_size
+from afp_tf.train import precision
 
 ANCHORS_NAME = "anchors.npy"
 POSTPROCESS = "detection_postprocess.py"
@@ -98,14 +99,14 @@ def export_detector(
         out_dir: Created if missing; artifacts replace earlier ones atomically.
         anchors: The model's default boxes: an ``AnchorSpec`` or ``(anchors, 4)`` relative
             ``xyxy`` boxes for the size of ``val_x``.
-        formats: Raw formats, names from ``afp_tf.export_checks.ALL_FORMATS``.
+        formats: Raw formats, names from ``afp_tf.export.checks.ALL_FORMATS``.
         representative: Training images calibrating full-integer quantisation (None skips
             ``tflite_int8``).
         val_x: Validation images every artifact is run on.
         val_y: Their packed ground truth ``(n, max_boxes, 5)`` (class -1 = padding).
         data_note: Recorded in the report.
         tolerances: ``{format: {check: value}}`` replacing the defaults (``max_metric_drop``
-            is in mAP@0.5 points here); see ``afp_tf.export_checks.parse_tolerances``.
+            is in mAP@0.5 points here); see ``afp_tf.export.checks.parse_tolerances``.
         score_threshold: NMS candidates need a class probability above this.
         iou_threshold: NMS drops a box overlapping a kept box of its class by more than this.
         max_detections: Detections kept per image.

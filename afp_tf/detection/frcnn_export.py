@@ -12,7 +12,7 @@ entries carry the ``_nms`` suffix of the SSD's artifacts with NMS inside, so
 Verification: every artifact runs on the validation images in its own runtime. An fp32 one
 (SavedModel, TFLite fp32, ONNX) must keep what the final NMS keeps of the Keras model's
 candidates (proposals decoded per class, with their class scores), image by image
-(:func:`afp_tf.export_checks.check_detections`, within ``max_rel_diff``); mAP over a few
+(:func:`afp_tf.export.checks.check_detections`, within ``max_rel_diff``); mAP over a few
 images is no test of that, as it ranks all images' detections together and float round-off
 reorders near-tied scores. fp16 weights change numerics by design (the RPN scores, whose
 ranking picks the proposals, among them): like the SSD's fp16, its mAP@0.5 may fall at most
@@ -35,7 +35,6 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import precision
 from afp_tf.detection.frcnn_decode import (
     Layout,
     candidates_function,
@@ -43,14 +42,14 @@ from afp_tf.detection.frcnn_decode import (
     update_metric,
 )
 from afp_tf.detection.metrics import MeanAveragePrecision
-from afp_tf.export_artifacts import (
+from afp_tf.export.artifacts import (
     check_single_io,
     convert,
     layer_names,
     prepare_out_dir,
     write_saved_model,
 )
-from afp_tf.export_checks import (
+from afp_tf.export.checks import (
     FORMATS,
     detector_checked,
     load_runner,
@@ -58,6 +57,7 @@ from afp_tf.export_checks import (
     resolve_formats,
     write_report,
 )
+from afp_tf.train import precision
 
 ARTIFACTS = {
     "saved_model": "saved_model_nms",

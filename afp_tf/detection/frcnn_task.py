@@ -1,6 +1,6 @@
 """The ``frcnn`` task: COCO-format data, a Faster R-CNN + FPN builder, its loss, mAP, export.
 
-Config keys beyond the base config (defaults in :func:`afp_tf.config_lib.frcnn_config`):
+Config keys beyond the base config (defaults in :func:`afp_tf.run.config_lib.frcnn_config`):
 ``model.backbone`` (``mobilenet`` | ``resnet50``), ``model.width``, ``model.fpn_channels``,
 ``model.num_rois``, ``model.pre_nms``, ``model.roi_size``, ``model.head_units``, the RPN
 anchors ``model.min_size`` (pixels, stride-8 level) / ``model.scales_per_octave`` /
@@ -18,7 +18,7 @@ from afp_tf.detection.frcnn_export import export_frcnn
 from afp_tf.detection.frcnn_loss import FasterRCNNLoss
 from afp_tf.detection.task import detector_task_data
 from afp_tf.models.frcnn import build_frcnn, rpn_anchors
-from afp_tf.task import Task, TaskData
+from afp_tf.train.task import Task, TaskData
 
 
 def anchors_of(cfg):

@@ -21,7 +21,7 @@ from afp_tf.detection.export import export_detector
 from afp_tf.detection.loss import SSDLoss
 from afp_tf.detection.metrics import evaluate_detector
 from afp_tf.models.ssd import build_ssd
-from afp_tf.task import Task, TaskData
+from afp_tf.train.task import Task, TaskData
 
 
 def _get(section, key, default):

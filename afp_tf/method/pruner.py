@@ -17,10 +17,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import afp, prc, recalibration, regularizers, round_weights, stats, surgery, training
-from afp_tf.epochs import run_epochs
-from afp_tf.options import PruneOptions
-from afp_tf.task import Task
+from afp_tf import stats, surgery
+from afp_tf.method import afp, prc, recalibration, regularizers, round_weights
+from afp_tf.method.options import PruneOptions
+from afp_tf.train import training
+from afp_tf.train.epochs import run_epochs
+from afp_tf.train.task import Task
 
 
 @dataclasses.dataclass
@@ -194,7 +196,7 @@ class Pruner:
     ) -> float | None:
         """Trains up to ``epochs`` epochs; with ``until``, evaluates each epoch and stops early.
 
-        ``options`` go to :func:`afp_tf.epochs.run_epochs` (``keep_best``, ``start_metric``,
+        ``options`` go to :func:`afp_tf.train.epochs.run_epochs` (``keep_best``, ``start_metric``,
         ``stop_on_nonfinite``). Returns the validation metric of the weights the model is left
         with when it was evaluated (``until`` or ``keep_best``), else None.
         """

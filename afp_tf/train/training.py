@@ -6,7 +6,7 @@
     trainer = Trainer(model, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], optimizer=lambda: make_optimizer("sgd", 0.01),
                       strategy=strategy, extra_losses=[penalty], global_batch_size=128)
-    logs = trainer.train_epoch(train_ds)  # epochs: afp_tf.epochs.run_epochs
+    logs = trainer.train_epoch(train_ds)  # epochs: afp_tf.train.epochs.run_epochs
     val = trainer.evaluate(val_ds)
 
 Datasets yield ``(x, y)`` or ``(x, y, sample_weight)`` batched with the GLOBAL batch size; the
@@ -26,8 +26,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from afp_tf.distribute import check_created_in_scope, is_chief, make_strategy
-from afp_tf.precision import computes_in_float16
+from afp_tf.train.distribute import check_created_in_scope, is_chief, make_strategy
+from afp_tf.train.precision import computes_in_float16
 
 __all__ = [
     "NonFiniteLossError",

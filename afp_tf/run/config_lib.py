@@ -13,8 +13,9 @@ from pathlib import Path
 
 import ml_collections
 
-from afp_tf import export_checks, resources
-from afp_tf.options import PruneOptions
+from afp_tf import resources
+from afp_tf.export import checks
+from afp_tf.method.options import PruneOptions
 
 DEFAULT_CONFIG = "lenet5_fashion_mnist"
 
@@ -199,7 +200,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check(not missing, f"Config is missing sections {missing}; start it from base_config().")
     # The choice lists live with TensorFlow code, imported only once a config is validated, so
     # that main.py can route TensorFlow's native logs before TensorFlow is first imported.
-    from afp_tf.distribute import STRATEGY_KINDS  # noqa: PLC0415
+    from afp_tf.train.distribute import STRATEGY_KINDS  # noqa: PLC0415
 
     _check_choice("train.strategy", cfg.train.strategy, STRATEGY_KINDS)
     prune_options(cfg)
@@ -218,8 +219,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
 def _validate_export(section: ml_collections.ConfigDict) -> None:
     try:
-        export_checks.parse_formats(section.formats)
-        export_checks.parse_tolerances(section.get("tolerances", ""))
+        checks.parse_formats(section.formats)
+        checks.parse_tolerances(section.get("tolerances", ""))
     except ValueError as e:
         raise ConfigError(f"export: {e}") from None
 
@@ -237,8 +238,8 @@ def prune_options(cfg: ml_collections.ConfigDict) -> PruneOptions:
 
 
 def _validate_train(t: ml_collections.ConfigDict) -> None:
-    from afp_tf.precision import PRECISIONS  # noqa: PLC0415 - see validate()
-    from afp_tf.training import OPTIMIZERS  # noqa: PLC0415
+    from afp_tf.train.precision import PRECISIONS  # noqa: PLC0415 - see validate()
+    from afp_tf.train.training import OPTIMIZERS  # noqa: PLC0415
 
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
     _check_choice("train.mixed_precision", t.mixed_precision, PRECISIONS)

@@ -16,7 +16,7 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
-from afp_tf.training import NonFiniteLossError, Trainer
+from afp_tf.train.training import NonFiniteLossError, Trainer
 
 
 @dataclasses.dataclass

@@ -2,7 +2,7 @@
 
 A :class:`Task` says how a model is trained (loss, metrics), judged (its evaluation and the
 decision metric) and exported; a :class:`TaskData` adds the datasets and builders of one
-experiment. Task builders (``afp_tf.tasks``, ``afp_tf.detection.task``) fill them in.
+experiment. Task builders (``afp_tf.run.task_builders``, ``afp_tf.detection.task``) fill them in.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from afp_tf import training
+from afp_tf.train import training
 
 # ``(model, out_dir, *, formats, representative, val_x, val_y) -> report dict``
 Exporter = Callable[..., dict]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from afp_tf import io_utils, resources
-from afp_tf.export_checks import FORMATS, REPORT_NAME, ExportError
+from afp_tf.export.checks import FORMATS, REPORT_NAME, ExportError
 
 
 def measure_latency(

@@ -13,7 +13,7 @@ import difflib
 import math
 from typing import Any
 
-from afp_tf import afp, prc
+from afp_tf.method import afp, prc
 
 REMOVALS = ("all", "decayed")
 MEASURES = ("outputs", "kernels")

@@ -8,7 +8,7 @@
   a MACs target, then fine-tune with what is left of the epoch budget.
 
 Both keep the fine-tuning epoch with the best *validation* metric (the test split is never
-looked at) and return a :class:`BaselineResult`.
+looked at) and return a :class:`ComparisonResult`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import afp, stats, surgery, training
-from afp_tf.epochs import run_epochs
+from afp_tf import stats, surgery
+from afp_tf.method import afp
+from afp_tf.train import training
+from afp_tf.train.epochs import run_epochs
 
 
 @dataclasses.dataclass
@@ -85,7 +87,7 @@ class FineTuner:
 
 
 @dataclasses.dataclass
-class BaselineResult:
+class ComparisonResult:
     """A pruned and fine-tuned model and how it was obtained.
 
     Attributes:
@@ -112,7 +114,7 @@ def uniform_l1(
     epochs: int,
     *,
     min_filters: int = 1,
-) -> BaselineResult:
+) -> ComparisonResult:
     """Li et al. (2017): one-shot uniform ℓ1 filter pruning to ``macs_target``, then fine-tuning.
 
     Args:
@@ -136,7 +138,7 @@ def uniform_l1_fraction(
     epochs: int,
     *,
     min_filters: int = 1,
-) -> BaselineResult:
+) -> ComparisonResult:
     """Li et al. (2017) at a given ``fraction`` of every group's lowest-ℓ1 filters, one shot,
     then ``epochs`` of fine-tuning (a point of the uniform ladder in ``benchmarks/frontier.py``)."""
     if not 0 < fraction < 1:
@@ -184,7 +186,7 @@ def iterative_global_l1(
     importance: str = "layer_mean",
     min_filters: int = 1,
     max_group_fraction: float = 0.5,
-) -> BaselineResult:
+) -> ComparisonResult:
     """Global ℓ1 pruning of a fixed fraction ``rate`` of the filters per round, to ``macs_target``.
 
     Each round removes the ``rate`` quantile of all filters' (normalised) ℓ1 importance, then
@@ -240,9 +242,9 @@ def iterative_global_l1(
     return _result(model, history, epochs, {"rate": rate, "rounds": rounds, "finetune": history})
 
 
-def _result(model: keras.Model, history: list[dict], epochs: int, info: dict) -> BaselineResult:
+def _result(model: keras.Model, history: list[dict], epochs: int, info: dict) -> ComparisonResult:
     best = max(history, key=lambda h: (h["val"], -h["epoch"]))
-    return BaselineResult(
+    return ComparisonResult(
         model=model,
         val=float(best["val"]),
         macs=stats.model_stats(model).macs,

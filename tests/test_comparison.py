@@ -1,4 +1,4 @@
-"""Comparison baselines: uniform one-shot ℓ1 (Li et al.) and iterative global ℓ1 to a MACs goal."""
+"""Comparison methods: uniform one-shot ℓ1 (Li et al.) and iterative global ℓ1 to a MACs goal."""
 
 import keras
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from conftest import classifier_trainer
 
-from afp_tf import baselines, stats, surgery
+from afp_tf import stats, surgery
+from afp_tf.method import comparison
 
 
 def _model():
@@ -31,7 +32,7 @@ def _tuner(evaluate=None, data=None):
     def make_trainer(model):
         return classifier_trainer(model, global_batch_size=32, learning_rate=0.05)
 
-    return baselines.FineTuner(
+    return comparison.FineTuner(
         make_trainer=make_trainer,
         evaluate=evaluate or (lambda tr: tr.evaluate(data)["accuracy"]),
         train_data=data,
@@ -41,7 +42,7 @@ def _tuner(evaluate=None, data=None):
 def test_uniform_ratio_for_macs_half_target_lands_within_three_percent():
     model = _model()
     target = 0.5 * stats.model_stats(model).macs
-    ratio, pruned, macs = baselines.uniform_ratio_for_macs(model, target, _tuner())
+    ratio, pruned, macs = comparison.uniform_ratio_for_macs(model, target, _tuner())
     assert abs(macs - target) <= 0.03 * target
     assert stats.model_stats(pruned).macs == macs
     sizes = {g.name: g.size for g in surgery.find_channel_groups(pruned) if g.prunable}
@@ -56,7 +57,7 @@ def test_uniform_l1_zeroed_filters_removed_first():
     kernel[..., [3, 7, 11]] = 0.0
     model.get_layer("c2").set_weights([kernel, bias])
     target = 0.8 * stats.model_stats(model).macs
-    result = baselines.uniform_l1(model, target, _tuner(), epochs=0)
+    result = comparison.uniform_l1(model, target, _tuner(), epochs=0)
     pruned_kernel = result.model.get_layer("c2").get_weights()[0]
     removed = int(np.floor(result.info["ratio"] * 48 + 1e-9))
     assert removed >= 3 and pruned_kernel.shape[-1] == 48 - removed
@@ -67,7 +68,7 @@ def test_uniform_l1_zeroed_filters_removed_first():
 def test_iterative_global_l1_reaches_target_and_spends_budget():
     model = _model()
     base = stats.model_stats(model).macs
-    result = baselines.iterative_global_l1(
+    result = comparison.iterative_global_l1(
         model, 0.4 * base, _tuner(), epochs=5, rate=0.15, epochs_per_round=1
     )
     rounds = result.info["rounds"]
@@ -91,7 +92,7 @@ def test_iterative_global_l1_only_final_finetune_uses_final_trainer():
 
     tuner.make_final_trainer = final
     model = _model()
-    result = baselines.iterative_global_l1(
+    result = comparison.iterative_global_l1(
         model, 0.4 * stats.model_stats(model).macs, tuner, epochs=5, rate=0.15
     )
     assert calls == [len(result.info["finetune"]) - 1]
@@ -119,12 +120,12 @@ def test_finetuner_train_scripted_validation_keeps_best_epoch_weights():
 def test_uniform_l1_target_outside_model_raises(factor):
     model = _model()
     with pytest.raises(ValueError, match="macs_target"):
-        baselines.uniform_l1(model, factor * stats.model_stats(model).macs, _tuner(), epochs=0)
+        comparison.uniform_l1(model, factor * stats.model_stats(model).macs, _tuner(), epochs=0)
 
 
 def test_iterative_global_l1_bad_rate_raises():
     model = _model()
     with pytest.raises(ValueError, match="rate"):
-        baselines.iterative_global_l1(
+        comparison.iterative_global_l1(
             model, 0.5 * stats.model_stats(model).macs, _tuner(), epochs=1, rate=1.5
         )

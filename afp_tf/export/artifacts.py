@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from afp_tf import extras, io_utils
-from afp_tf.export_checks import ExportError
+from afp_tf.export.checks import ExportError
 
 INPUT_NAME = "image"
 ONNX_OPSET = 17

@@ -17,23 +17,15 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from afp_tf import (
-    checkpoint,
-    config_lib,
-    export,
-    io_utils,
-    latency,
-    prc,
-    precision,
-    report,
-    stats,
-    tracking,
-    training,
-)
-from afp_tf.epochs import run_epochs
-from afp_tf.pruner import Pruner, PruneState, filters_per_group
-from afp_tf.task import TaskData
-from afp_tf.tasks import load_task
+from afp_tf import export, io_utils, stats
+from afp_tf.export import latency
+from afp_tf.method import prc
+from afp_tf.method.pruner import Pruner, PruneState, filters_per_group
+from afp_tf.run import checkpoint, config_lib, report, tracking
+from afp_tf.run.task_builders import load_task
+from afp_tf.train import precision, training
+from afp_tf.train.epochs import run_epochs
+from afp_tf.train.task import TaskData
 
 PHASES = ("baseline", "pruning", "finetune", "export", "done")
 

@@ -8,7 +8,7 @@ import keras
 
 from afp_tf import data as data_lib
 from afp_tf import export, models
-from afp_tf.task import Task, TaskData
+from afp_tf.train.task import Task, TaskData
 
 # The width-multiplier keyword of each zoo model that has one.
 _WIDTH_KWARG = {"vgg16": "width", "resnet56": "width", "resnet110": "width", "mobilenet": "alpha"}

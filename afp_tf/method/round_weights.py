@@ -8,7 +8,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from afp_tf import regularizers, surgery
+from afp_tf import surgery
+from afp_tf.method import regularizers
 
 
 def measured(analysis: surgery.ModelAnalysis, measure: str) -> tuple[dict, dict]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from absl import logging as absl_logging  # first: the "absl" logger must be absl's own class
 
 LOG_NAME = "afp_tf.log"
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # afp_tf/, not afp_tf/run/
 _QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR", "ABSL_MIN_LOG_LEVEL": "2"}
 _FILE_FORMAT = "%(levelname).1s%(asctime)s %(name)s %(filename)s:%(lineno)d] %(message)s"
 

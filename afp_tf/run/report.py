@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from afp_tf import io_utils, prc  # noqa: E402
+from afp_tf import io_utils  # noqa: E402
+from afp_tf.method import prc  # noqa: E402
 
 
 def write(workdir: str | os.PathLike, state: dict, events: list[dict]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
     afp-tf-export --model M.keras --out DIR [--formats all | a,b] [--data d.npz | IMAGE_DIR |
                   tfds:NAME[:SPLIT]] [--tolerance FORMAT.CHECK=VALUE ...] [-v 1]
 
-(``afp-tf-export`` is ``python -m afp_tf.export_cli``.) Without ``--data`` artifacts'
+(``afp-tf-export`` is ``python -m afp_tf.export``.) Without ``--data`` artifacts'
 outputs are compared with the Keras model's on random inputs (accuracy is not measured) and
 full-integer int8 is skipped with a note; with it, int8 calibrates on real inputs and accuracy
 is checked against its labels (or, without labels, top-1 agreement with Keras). A summary
@@ -18,11 +18,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from afp_tf import console
+from afp_tf.run import console
 
 
 def _parser() -> argparse.ArgumentParser:
-    from afp_tf.export_checks import ALL_FORMATS  # noqa: PLC0415 - imports no TensorFlow
+    from afp_tf.export.checks import ALL_FORMATS  # noqa: PLC0415 - imports no TensorFlow
 
     parser = argparse.ArgumentParser(
         "afp-tf-export",
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the export command; returns its exit status."""
-    from afp_tf.export_checks import parse_formats, parse_tolerances  # noqa: PLC0415
+    from afp_tf.export.checks import parse_formats, parse_tolerances  # noqa: PLC0415
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -90,19 +90,16 @@ def _export(args, formats, tolerances, log: Path) -> int:
     import keras  # noqa: PLC0415
     from absl import logging  # noqa: PLC0415
 
-    from afp_tf import (  # noqa: PLC0415
-        export,
-        export_data,
-        extras,
-        regularizers,  # noqa: PLC0415, F401 - registers afp_tf's Keras objects
-    )
-    from afp_tf.export_artifacts import check_single_io  # noqa: PLC0415
+    from afp_tf import export, extras  # noqa: PLC0415
+    from afp_tf.export import calibration  # noqa: PLC0415
+    from afp_tf.export.artifacts import check_single_io  # noqa: PLC0415
+    from afp_tf.method import regularizers  # noqa: PLC0415, F401 - registers afp_tf's Keras objects
 
     try:
         model = keras.saving.load_model(args.model, compile=False)
         shape = check_single_io(model)
         if args.data:
-            data = export_data.load(
+            data = calibration.load(
                 args.data,
                 shape,
                 samples=args.samples,
@@ -110,7 +107,7 @@ def _export(args, formats, tolerances, log: Path) -> int:
                 pixel_range=args.pixel_range,
             )
         else:
-            data = export_data.random_inputs(shape, args.samples)
+            data = calibration.random_inputs(shape, args.samples)
         report = export.export_model(
             model,
             args.out,

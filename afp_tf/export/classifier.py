@@ -6,9 +6,9 @@ nothing here knows about tasks. Every requested format is attempted: one that fa
 with its cause and the others are still written. Full-integer ``tflite_int8`` calibrates on
 real inputs only; without them it is skipped with a note, never calibrated on noise. A model
 trained under a reduced-precision dtype policy (``mixed_bfloat16``, ``mixed_float16``) is
-exported as its float32 copy (:func:`afp_tf.precision.as_float32`).
+exported as its float32 copy (:func:`afp_tf.train.precision.as_float32`).
 
-Command line (see :mod:`afp_tf.export_cli`)::
+Command line (see :mod:`afp_tf.export.cli`)::
 
     afp-tf-export --model M.keras --out DIR [--formats a,b] [--data d.npz | IMAGE_DIR | tfds:NAME]
 """
@@ -25,8 +25,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from afp_tf import precision
-from afp_tf.export_artifacts import (
+from afp_tf.export.artifacts import (
     INPUT_NAME,
     check_single_io,
     convert,
@@ -34,7 +33,7 @@ from afp_tf.export_artifacts import (
     prepare_out_dir,
     write_saved_model,
 )
-from afp_tf.export_checks import (
+from afp_tf.export.checks import (
     ALL_FORMATS,
     FORMATS,
     REPORT_NAME,
@@ -51,6 +50,7 @@ from afp_tf.export_checks import (
     summary_table,
     write_report,
 )
+from afp_tf.train import precision
 
 __all__ = [
     "ALL_FORMATS",
@@ -69,7 +69,7 @@ OUTPUT_NAME = "logits"
 MIN_SAMPLES = 256
 NO_CALIBRATION = "skipped: no calibration data (give real inputs, e.g. --data, to calibrate int8)"
 
-# ``(format, artifact path) -> report entry`` (see ``export_checks.checked``).
+# ``(format, artifact path) -> report entry`` (see ``checks.checked``).
 Verify = Callable[[Format, Path], dict]
 # ``(saved_model, artifact path, representative) -> None``: writes one format another way.
 Writer = Callable[[Path, Path, Any], None]
@@ -90,7 +90,7 @@ def write_formats(
     A format that cannot be written or verified gets a ``failed`` entry with its cause and the
     others are still written; ``tflite_int8`` without ``representative`` is ``skipped``.
     ``writers`` lets a task write some formats its own way (by format name); the others are
-    converted by ``export_artifacts.convert``.
+    converted by ``artifacts.convert``.
 
     Returns:
         ``{format name: report entry}``.
@@ -263,4 +263,4 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 if __name__ == "__main__":
-    raise SystemExit("The export command is afp-tf-export (python -m afp_tf.export_cli).")
+    raise SystemExit("The export command is afp-tf-export (python -m afp_tf.export).")
