@@ -10,7 +10,7 @@ import tensorflow as tf
 from afp_tf.detection import anchors as anchors_lib
 from afp_tf.detection.decode import decode_predictions
 from afp_tf.detection.loss import SSDLoss, match_anchors
-from afp_tf.detection.metrics import MeanAveragePrecision
+from afp_tf.detection.metrics import ConfusionCounts, MeanAveragePrecision
 
 SPEC = anchors_lib.AnchorSpec.for_object_sizes(16, 128, first_stride=8)
 
@@ -218,3 +218,99 @@ def test_map_perfect_and_empty_detections():
     empty.update(g, [0, 1], np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))
     assert perfect.result()["map"] == pytest.approx(1.0)
     assert empty.result()["map50"] == 0.0
+
+
+def test_map_over_a_subset_of_classes_is_the_mean_of_their_ap():
+    metric = MeanAveragePrecision()
+    for image in _hand_made_case(1):
+        metric.update(*image)
+    per_class = metric.per_class()
+    assert sorted(per_class) == [0, 1, 2]
+    subset = metric.result(classes=[0, 2])
+    assert subset["map50"] == pytest.approx((per_class[0][0] + per_class[2][0]) / 2)
+    assert subset["map"] == pytest.approx((per_class[0].mean() + per_class[2].mean()) / 2)
+    assert metric.result()["map50"] == pytest.approx(np.mean([ap[0] for ap in per_class.values()]))
+    assert np.isnan(metric.result(classes=[7])["map50"])  # no ground truth of the class
+
+
+def _box(x, y, side=10):
+    return [x, y, x + side, y + side]
+
+
+# Hand-built images with known confusion counts (classes p=0, d=1, m=2, o=3; min score 0.5).
+CONFUSION_CASE = [
+    (  # image 1
+        np.array([_box(0, 0), _box(20, 20), _box(40, 40), _box(60, 60), _box(100, 100)], float),
+        np.array([0, 1, 2, 0, 1]),
+        np.array(
+            [
+                _box(0, 0),  # p on the p sign: correct
+                _box(21, 20),  # m on the d sign: a swap d->m
+                _box(1, 1),  # p again on the (taken) p sign: duplicate
+                _box(80, 80),  # d on nothing: background
+                _box(40, 40),  # m on the m sign but below min_score: ignored, so m missed
+                _box(100, 100),  # o on the d sign, scored higher than ...
+                _box(101, 100),  # ... d on it: its own class matches first (correct);
+            ],  # the o detection is then a duplicate. The p sign at (60, 60): missed
+            float,
+        ),
+        np.array([0.9, 0.8, 0.7, 0.6, 0.3, 0.95, 0.55]),
+        np.array([0, 2, 0, 1, 2, 3, 1]),
+    ),
+    (  # image 2: no sign, one detection: background
+        np.zeros((0, 4)),
+        np.zeros(0, int),
+        np.array([_box(5, 5)], float),
+        np.array([0.9]),
+        np.array([0]),
+    ),
+    (  # image 3: an "other" sign, no detection: missed
+        np.array([_box(5, 5)], float),
+        np.array([3]),
+        np.zeros((0, 4)),
+        np.zeros(0),
+        np.zeros(0, int),
+    ),
+]
+CONFUSION_EXPECTED = {
+    "iou": 0.5,
+    "min_score": 0.5,
+    "correct": {"p": 1, "d": 1},
+    "swaps": {"d->m": 1},
+    "background": {"p": 1, "d": 1},
+    "duplicates": {"p": 1, "o": 1},
+    "missed": {"p": 1, "m": 1, "o": 1},
+}
+
+
+def test_confusion_counts_swaps_background_duplicates_misses():
+    counts = ConfusionCounts(iou=0.5, min_score=0.5)
+    for image in CONFUSION_CASE:
+        counts.update(*image)
+    got = counts.result(("p", "d", "m", "o"))
+    assert got == CONFUSION_EXPECTED
+    # every kept detection and every ground truth is counted once
+    kept = sum(int((s >= 0.5).sum()) for _, _, _, s, _ in CONFUSION_CASE)
+    detections = ("correct", "swaps", "background", "duplicates")
+    assert sum(sum(got[k].values()) for k in detections) == kept == 7
+    truths = sum(len(gc) for _, gc, _, _, _ in CONFUSION_CASE)
+    assert sum(sum(got[k].values()) for k in ("correct", "swaps", "missed")) == truths == 6
+    assert ConfusionCounts(min_score=0.5).result()["swaps"] == {}
+
+
+def test_confusion_counts_from_packed_batches_match_per_image():
+    size, m, n = 128.0, 6, 8
+    y_true = np.full((len(CONFUSION_CASE), m, 5), -1.0, np.float32)
+    det = {
+        "boxes": np.full((len(CONFUSION_CASE), n, 4), -1.0, np.float32),
+        "confidence": np.full((len(CONFUSION_CASE), n), -1.0, np.float32),
+        "classes": np.full((len(CONFUSION_CASE), n), -1.0, np.float32),
+        "num_detections": np.zeros(len(CONFUSION_CASE), np.int32),
+    }
+    for b, (g, gc, d, s, dc) in enumerate(CONFUSION_CASE):
+        y_true[b, : len(g), :4], y_true[b, : len(g), 4] = g / size, gc
+        det["boxes"][b, : len(d)], det["confidence"][b, : len(d)] = d / size, s
+        det["classes"][b, : len(d)], det["num_detections"][b] = dc, len(d)
+    counts = ConfusionCounts()
+    counts.update_batch(y_true, det)
+    assert counts.result(("p", "d", "m", "o")) == CONFUSION_EXPECTED

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from afp_tf.data import DatasetNotFoundError, gtsdb_synth
+from afp_tf.data import DatasetNotFoundError, gtsdb_signs, gtsdb_synth
 from afp_tf.run import config_lib, pipeline
 
 TINY = [
@@ -49,7 +49,16 @@ def test_main_job_ssd_synthetic_quick_tiny_runs_end_to_end_with_export(tmp_path)
         assert reports[name]["passed"] and reports[name]["task"] == "detection"
         assert (tmp_path / "run" / "export" / name / "model_fp32_nms.tflite").is_file()
     assert {r["format"] for r in summary["export"]["latency"]} == {"tflite_fp32", "onnx"}
-    assert (tmp_path / "run" / "report.json").is_file()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    # scored on the GTSDB competition's three categories, the four-category figure beside it
+    for name in ("baseline", "pruned"):
+        evaluation = report[name]["evaluation"]
+        assert set(evaluation) == {"val", "test"}  # the quick run decides on val
+        for split, m in evaluation.items():
+            assert m["map50"] == report[name][split] and 0 <= m["map50_all"] <= 1
+            assert m["scored"] == ["prohibitory", "danger", "mandatory"]
+            assert set(m["ap_per_class"]) <= set(gtsdb_signs.CATEGORY_NAMES)
+            assert set(m["confusion"]) >= {"swaps", "background", "missed"}
 
 
 @pytest.fixture

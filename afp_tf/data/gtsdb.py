@@ -12,14 +12,19 @@ resolution with sign-aware sampling plus negatives (:mod:`afp_tf.data.gtsdb_crop
 validation, test and :attr:`DetectionData.sample` give full frames, on which the fully
 convolutional detector runs (``frame_shape``).
 
-Labels are the 43 class ids or the 4 super-categories (``data.labels``); targets are packed
-(see :mod:`afp_tf.data.gtsdb_layout`); :func:`unpack_targets` gives keras-cv's dense dict.
+Labels are the 43 class ids or the 4 super-categories (``data.labels``), mapped from ``gt.txt``'s
+class ids by the benchmark's own list (:data:`afp_tf.data.gtsdb_signs.CATEGORY_CLASSES`); targets
+are packed (see :mod:`afp_tf.data.gtsdb_layout`); :func:`unpack_targets` gives keras-cv's dense
+dict. Scoring (``data.scoring``, :func:`scored_classes`): ``competition`` (default) averages AP
+over the three categories the GTSDB competition scores (prohibitory, danger, mandatory; with
+``labels=classes`` their 35 class ids), ``all`` over every label ("other" included).
 
 Config keys read from ``cfg.data`` (defaults in :data:`DEFAULTS` when absent): ``source``
 (``auto``/``local``: the real set, downloaded if allowed; ``synthetic``: generated in the same
 layout), ``data_dir``, ``download``, ``url``, ``sha256``, ``labels``, ``image_size`` (training
 crop side), ``crops_per_image``, ``negative_crops`` (fraction of crops placed anywhere),
 ``max_boxes``, ``batch_size``, ``eval_batch_size``, ``val_fraction``, ``accept_fraction``, ``seed``,
+``scoring``,
 ``synthetic_images``, ``synthetic_scale`` (synthetic frame size relative to 1360x800),
 ``synthetic_sign_scale`` (sign size relative to the native 16-128 px; 1 by default).
 """
@@ -52,6 +57,7 @@ DEFAULTS = {
     "url": "https://sid.erda.dk/public/archives/ff17dc924eba88d5d01a807357d6614c/FullIJCNN2013.zip",
     "sha256": "",  # unknown to us; set it to check the archive
     "labels": "categories",  # categories (4) | classes (43)
+    "scoring": "competition",  # competition (prohibitory, danger, mandatory) | all
     "image_size": 192,
     "crops_per_image": 2,
     "negative_crops": 0.2,
@@ -60,6 +66,29 @@ DEFAULTS = {
     "synthetic_scale": 0.4,
     "synthetic_sign_scale": 1.0,
 }
+
+
+SCORINGS = ("competition", "all")  # data.scoring
+
+
+def scored_classes(labels: str, scoring: str) -> tuple[int, ...]:
+    """The label ids whose AP the decision metric averages under ``data.scoring``.
+
+    ``competition``: the GTSDB competition's categories (prohibitory, danger, mandatory: ids
+    0-2 with ``labels=categories``, the 35 class ids in them with ``labels=classes``); ``all``:
+    every label, "other" included.
+    """
+    if scoring not in SCORINGS:
+        raise ValueError(f"data.scoring={scoring!r} is not one of {', '.join(SCORINGS)}.")
+    if labels == "categories":
+        every = range(len(gtsdb_signs.CATEGORY_NAMES))
+        in_competition = set(gtsdb_signs.COMPETITION_CATEGORIES)
+    else:
+        every = range(gtsdb_signs.NUM_CLASSES)
+        in_competition = {
+            c for k in gtsdb_signs.COMPETITION_CATEGORIES for c in gtsdb_signs.CATEGORY_CLASSES[k]
+        }
+    return tuple(c for c in every if scoring == "all" or c in in_competition)
 
 
 class GTSDBDownloadError(DatasetNotFoundError, download_lib.DownloadError):
@@ -71,7 +100,8 @@ class DetectionData:
     """Batched datasets ``(image, packed targets)`` and what describes them.
 
     ``train`` holds crops of ``input_shape`` (the model's training input); ``val``, ``test``
-    and ``sample`` hold full frames of ``frame_shape``.
+    and ``sample`` hold full frames of ``frame_shape``. ``scored_classes``: the labels the
+    decision metric averages (``scoring``; None: all).
     """
 
     train: tf.data.Dataset
@@ -88,6 +118,8 @@ class DetectionData:
     sample: Callable[[str, int], tuple[np.ndarray, np.ndarray]]
     accept: tf.data.Dataset | None = None
     num_accept: int = 0
+    scoring: str = "all"
+    scored_classes: tuple[int, ...] | None = None
 
 
 def find_layout(root: str | Path) -> Path:
@@ -223,6 +255,8 @@ def load_gtsdb(cfg) -> DetectionData:
     labels = _option(data_cfg, "labels")
     if labels not in ("categories", "classes"):
         raise ValueError(f"data.labels={labels!r} must be 'categories' (4) or 'classes' (43).")
+    scoring = _option(data_cfg, "scoring")
+    scored = scored_classes(labels, scoring)
     layout, source = locate(data_cfg)
     annotations = read_annotations(layout)
     height, width = frame_size(annotations)
@@ -273,4 +307,6 @@ def load_gtsdb(cfg) -> DetectionData:
         num_test=len(splits["test"]),
         source=source,
         sample=sample,
+        scoring=scoring,
+        scored_classes=scored,
     )

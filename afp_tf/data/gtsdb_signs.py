@@ -24,6 +24,9 @@ CATEGORY_CLASSES = (
 )
 CLASS_TO_CATEGORY = {c: k for k, classes in enumerate(CATEGORY_CLASSES) for c in classes}
 NUM_CLASSES = 43
+# The categories the GTSDB competition (IJCNN 2013) scores: prohibitory, danger, mandatory;
+# "other" signs are annotated but not scored.
+COMPETITION_CATEGORIES = (0, 1, 2)
 
 RED, WHITE, BLUE = (200, 25, 35), (238, 238, 232), (25, 70, 180)
 YELLOW, BLACK, GREY = (245, 190, 20), (20, 20, 20), (120, 120, 120)

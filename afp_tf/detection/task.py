@@ -6,9 +6,14 @@ Config keys beyond the base config (read with defaults when absent): ``model.bac
 ``model.scales_per_octave`` (3), and the ``data`` keys of :mod:`afp_tf.data.gtsdb`. The model
 trains on native-resolution crops and is evaluated on full frames. The decision metric is
 ``map50`` (mAP@0.5; on the acceptance split when ``data.accept_fraction`` > 0, else on
-validation); ``map`` is COCO mAP@[.5:.95]. mAP is not a proportion of independent trials, so
-the binomial acceptance margin (``prune.margin_z``) does not apply: the margin is 0 and the
-held-out acceptance split is what keeps recovery's early stopping out of the decision.
+validation) over the classes ``data.scoring`` chooses: ``competition`` (default) the three
+categories the GTSDB competition scores (prohibitory, danger, mandatory), ``all`` every class;
+``map50_all`` beside it is always over every class. ``map`` is COCO mAP@[.5:.95]. The run
+report adds, per split, AP@0.5 by class name (``ap_per_class``) and confusion counts at IoU
+0.5 (``confusion``: class swaps, background detections, missed signs; see
+:class:`afp_tf.detection.metrics.ConfusionCounts`). mAP is not a proportion of independent
+trials, so the binomial acceptance margin (``prune.margin_z``) does not apply: the margin is 0
+and the held-out acceptance split is what keeps recovery's early stopping out of the decision.
 """
 
 from __future__ import annotations
@@ -76,15 +81,23 @@ def load(cfg) -> TaskData:
             head_depth=int(_get(cfg.model, "head_depth", 1)),
         )
 
+    evaluate = functools.partial(
+        evaluate_detector,
+        anchors=anchors,
+        scored=data.scored_classes,
+        class_names=data.class_names,
+    )
     task = Task(
         loss=SSDLoss(anchors, data.num_classes, image_size=data.input_shape[:2]),
         metrics=list,
         metric_name="map50",
-        evaluator=lambda trainer, ds: evaluate_detector(trainer.model, ds, anchors),
+        evaluator=lambda trainer, ds: evaluate(trainer.model, ds),
         exporter=functools.partial(export_detector, anchors=anchors),
+        report_evaluator=lambda trainer, ds: evaluate(trainer.model, ds, details=True),
     )
     detail = (
         f"{data.input_shape[0]} px crops for training, "
-        f"{data.frame_shape[1]}x{data.frame_shape[0]} frames for evaluation"
+        f"{data.frame_shape[1]}x{data.frame_shape[0]} frames for evaluation, "
+        f"mAP scored on {data.scoring} ({len(data.scored_classes or data.class_names)} classes)"
     )
     return detector_task_data(data, task, build_model, detail)

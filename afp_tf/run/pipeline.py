@@ -171,14 +171,19 @@ class Run:
             return None
         return lambda: make_optimizer(cfg, cosine_steps=steps * cfg.prune.finetune_epochs)
 
-    def _evaluate(self, model: keras.Model) -> dict[str, float]:
-        """Validation and test metric of ``model`` (test is reported, never used to decide)."""
+    def _evaluate(self, model: keras.Model) -> dict[str, Any]:
+        """Validation and test metric of ``model`` (test is reported, never used to decide);
+        with the task's report evaluator, also all it measured per split (``evaluation``)."""
         trainer = self.pruner.make_trainer(model)
         task, data = self.data.task, self.data
-        out = {"val": task.score(trainer, data.val), "test": task.score(trainer, data.test)}
+        splits = {"val": data.val, "test": data.test}
         if data.accept is not None:  # the decision metric
-            out["accept"] = task.score(trainer, data.accept)
-        return out
+            splits["accept"] = data.accept
+        if task.report_evaluator is None:
+            return {split: task.score(trainer, ds) for split, ds in splits.items()}
+        evaluation = {split: task.report_evaluator(trainer, ds) for split, ds in splits.items()}
+        scores = {split: float(m[task.metric_name]) for split, m in evaluation.items()}
+        return {**scores, "evaluation": evaluation}
 
     def _save(self, phase: str, model: keras.Model, optimizer=None, tag: str = "latest") -> None:
         self.state["phase"] = phase

@@ -31,6 +31,10 @@ class Task:
       metric_name: the decision metric, a key of the evaluation dict; higher is better.
       evaluator: ``(trainer, dataset) -> dict`` for tasks whose metric is not a Keras metric
         (e.g. mAP); None evaluates with ``trainer.evaluate``.
+      report_evaluator: ``(trainer, dataset) -> dict``, the evaluation the run report keeps for
+        the baseline and the final model: :attr:`evaluator`'s metrics plus what is too bulky
+        for every epoch's log (a detector's AP per class and confusion counts); None: the run
+        report keeps only the decision metric.
       exporter: writes and verifies the deployable artifacts of a model of this task, called as
         ``exporter(model, out_dir, formats=, representative=, val_x=, val_y=, tolerances=)``
         with everything else it needs (e.g. a detector's anchors) already bound.
@@ -41,6 +45,7 @@ class Task:
     metric_name: str = "accuracy"
     evaluator: Callable[[training.Trainer, tf.data.Dataset], dict] | None = None
     exporter: Exporter | None = None
+    report_evaluator: Callable[[training.Trainer, tf.data.Dataset], dict] | None = None
 
     def evaluate(self, trainer: training.Trainer, dataset: tf.data.Dataset) -> dict:
         """Every metric of ``trainer.model`` on ``dataset``, the decision metric included."""
