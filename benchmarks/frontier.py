@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/frontier.py vgg16_fashion_mnist --seeds 0,1,2 \
         [--name vgg16_x0.5] [--tolerances 0.005,0.01,0.02] [--budget-tolerance 0.01] \
         [--fractions 0.2,0.3,0.45,0.6] [--reductions 1.5,2,3,4,6] \
-        [--methods afp_tf,uniform_l1,global_l1] [--workdir DIR] [--override key=value ...]
+        [--methods afp_tf,uniform_l1,global_l1] [--workdir DIR] [--override key=value ...] \
+        [--variant NAME:key=value,key=value ...] [--variant-tolerances 0.01]
 
 Per seed (``seed`` and ``data.seed``): one trained baseline shared by every method, then
 
@@ -11,6 +12,9 @@ Per seed (``seed`` and ``data.seed``): one trained baseline shared by every meth
 * ``uniform_l1``: a ladder of one-shot uniform ℓ1 fractions (Li et al., 2017);
 * ``global_l1``: iterative global ℓ1 (10 % of the filters per round) to a ladder of MACs
   reductions (baseline MACs / target);
+
+* every ``--variant``: afp_tf with its overrides added, under its own method name, at each of
+  ``--variant-tolerances`` (after the ladders, so it never sets their epochs);
 
 every ladder point fine-tuned for the epochs ``afp_tf`` spent at ``--budget-tolerance`` on that
 seed (cosine learning rate, best validation epoch), so equal accuracy is compared at equal
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--override", action="append", default=[], help="key=value")
     parser.add_argument("--global-rate", type=float, default=0.1, help="global_l1 per round")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="NAME:key=value,... (an afp_tf variant)"
+    )
+    parser.add_argument("--variant-tolerances", default="", help="default: --budget-tolerance")
     args = parser.parse_args(argv)
     cfg = config_lib.load_config(args.config)
     config_lib.apply_overrides(cfg, [*args.override, "export.enabled=false"])
@@ -71,6 +79,10 @@ def main(argv: list[str] | None = None) -> dict:
         "uniform_l1": seeds.parse_numbers(args.fractions, float, "--fractions"),
         "global_l1": seeds.parse_numbers(args.reductions, float, "--reductions"),
     }
+    variants = dict(parse_variant(v) for v in args.variant)
+    variant_eps = seeds.parse_numbers(
+        args.variant_tolerances or str(args.budget_tolerance), float, "--variant-tolerances"
+    )
     name = args.name or f"{cfg.model.name}_x{cfg.model.width:g}"
     workdir = args.workdir or Path("runs") / f"frontier_{name}"
     budget_eps = args.budget_tolerance
@@ -81,18 +93,31 @@ def main(argv: list[str] | None = None) -> dict:
         order += [(m, p) for m in LADDERS if m in methods for p in plan[m]]
         if "afp_tf" in methods:
             order += [("afp_tf", eps) for eps in plan["afp_tf"] if eps != budget_eps]
+        order += [(v, eps) for v in variants for eps in variant_eps]
         for method, point in order:
-            _run_one(cfg, workdir, seed, method, point, budget_eps, args.global_rate)
+            _run_one(cfg, workdir, seed, method, point, budget_eps, args.global_rate, variants)
             _write(name, args.config, cfg, workdir)
     return _write(name, args.config, cfg, workdir)
 
 
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+    """``NAME:key=value,key=value`` -> ``(NAME, ["key=value", ...])``."""
+    name, _, overrides = spec.partition(":")
+    pairs = [o.strip() for o in overrides.split(",") if o.strip()]
+    if not name.isidentifier() or name in METHODS or not pairs or any("=" not in o for o in pairs):
+        raise SystemExit(
+            f"--variant {spec!r}: expected NAME:key=value[,key=value...] with a new NAME "
+            f"(not one of {', '.join(METHODS)})."
+        )
+    return name, pairs
+
+
 def _point_dir(workdir: Path, seed: int, method: str, point: float) -> Path:
-    tag = {"afp_tf": "eps", "uniform_l1": "frac", "global_l1": "x"}[method]
+    tag = {"uniform_l1": "frac", "global_l1": "x"}.get(method, "eps")
     return workdir / f"seed{seed}" / f"{method}_{tag}{point:g}"
 
 
-def _run_one(cfg, workdir: Path, seed, method: str, point, budget_eps, rate) -> dict:
+def _run_one(cfg, workdir: Path, seed, method: str, point, budget_eps, rate, variants=None) -> dict:
     """One run (read back if finished, else run or resumed); returns its ``run.json``."""
     run_dir = _point_dir(workdir, seed, method, point)
     done = run_dir / "run.json"
@@ -100,10 +125,13 @@ def _run_one(cfg, workdir: Path, seed, method: str, point, budget_eps, rate) -> 
         return io_utils.read_json(done)
     base = seeds.shared_baseline(cfg, workdir, seed)
     with common.wall_clock(run_dir) as wall:
-        if method == "afp_tf":
-            overrides = [*base["overrides"], f"prune.tolerance={point}"]
+        if method not in LADDERS:  # afp_tf or one of its variants
+            added = (variants or {}).get(method, [])
+            overrides = [*base["overrides"], f"prune.tolerance={point}", *added]
             r = compare.afp_run(cfg, run_dir, overrides)
             extra = {"tolerance": point, "rounds": r["rounds"], "stop": r["stop_reason"]}
+            if added:
+                extra["overrides"] = added
         else:
             budget = _run_one(cfg, workdir, seed, "afp_tf", budget_eps, budget_eps, rate)["epochs"]
             r = _ladder_point(cfg, base, run_dir, method, point, budget, rate)
@@ -181,9 +209,7 @@ def summarize(runs: list[dict]) -> dict:
     for r in runs:
         groups.setdefault((r["method"], _point(r)), []).append(r)
     points = []
-    for (method, point), rs in sorted(
-        groups.items(), key=lambda kv: (METHODS.index(kv[0][0]), kv[0][1])
-    ):
+    for (method, point), rs in sorted(groups.items(), key=lambda kv: (_rank(kv[0][0]), kv[0][1])):
         cols = {
             "test": [r["test"] for r in rs],
             "test_drop": [r["baseline_test"] - r["test"] for r in rs],
@@ -198,10 +224,11 @@ def summarize(runs: list[dict]) -> dict:
         points.append(row)
     matched = []
     for r in runs:
-        if r["method"] != "afp_tf":
+        if r["method"] in LADDERS:
             continue
         drop = r["baseline_test"] - r["test"]
         row = {
+            "method": r["method"],
             "seed": r["seed"],
             "tolerance": r["tolerance"],
             "test_drop": drop,
@@ -226,6 +253,12 @@ def summarize(runs: list[dict]) -> dict:
     return {"points": points, "afp_tf_vs_ladders": matched}
 
 
+def _rank(method: str) -> tuple[int, str]:
+    """Sort key: afp_tf, its variants (by name), then the ladders."""
+    order = {"afp_tf": 0, **{m: 2 + i for i, m in enumerate(LADDERS)}}
+    return order.get(method, 1), method
+
+
 def _point(r: dict) -> float:
     return r.get("tolerance", r.get("fraction", r.get("reduction_target")))
 
@@ -240,7 +273,7 @@ def _stat(values: list[float]) -> dict:
 def _write(name: str, config: str, cfg, workdir: Path) -> dict:
     """Rewrites the result file and plot from every finished run under ``workdir``."""
     runs = [io_utils.read_json(p) for p in sorted(workdir.glob("seed*/*/run.json"))]
-    runs.sort(key=lambda r: (r["seed"], METHODS.index(r["method"]), _point(r)))
+    runs.sort(key=lambda r: (r["seed"], _rank(r["method"]), _point(r)))
     out = {
         "config": config,
         "model": cfg.model.name,
@@ -272,16 +305,16 @@ def _plot(out: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for method, marker in zip(METHODS, ("o", "s", "^"), strict=True):
+    methods = sorted({p["method"] for p in out["summary"]["points"]}, key=_rank)
+    for method in methods:
         rows = [p for p in out["summary"]["points"] if p["method"] == method]
-        if not rows:
-            continue
+        marker = {"uniform_l1": "s--", "global_l1": "^--", "afp_tf": "o"}.get(method, "D")
         ax.errorbar(
             [p["macs"]["mean"] for p in rows],
             [100 * p["test"]["mean"] for p in rows],
             xerr=[p["macs"]["sd"] for p in rows],
             yerr=[100 * p["test"]["sd"] for p in rows],
-            fmt=marker + ("" if method == "afp_tf" else "--"),
+            fmt=marker,
             capsize=3,
             label=f"{method} (n={max(p['n'] for p in rows)} seeds)",
         )

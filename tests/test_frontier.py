@@ -86,6 +86,7 @@ def test_write_result_has_required_keys_and_afp_tf_over_uniform(tmp_path, monkey
         _run("afp_tf", 0, 0.87, 300_000, tolerance=0.01),  # 4x at drop 0.01
         _run("uniform_l1", 0, 0.876, 600_000, fraction=0.2),  # 2x at drop 0.004
         _run("uniform_l1", 0, 0.86, 300_000, fraction=0.45),  # 4x at drop 0.02
+        _run("afp_tf_endgame", 0, 0.876, 400_000, tolerance=0.01),  # 3x at drop 0.004
     ]
     for r in runs:
         point = r.get("tolerance", r.get("fraction"))
@@ -100,8 +101,12 @@ def test_write_result_has_required_keys_and_afp_tf_over_uniform(tmp_path, monkey
     assert top <= set(out)
     assert (out["model"], out["width"]) == ("vgg16", 0.5)
     assert all(set(r) >= RUN_KEYS for r in out["runs"])
-    assert [r.get("fraction") for r in out["runs"]] == [None, 0.2, 0.45]
-    (row,) = out["summary"]["afp_tf_vs_ladders"]
+    assert [r["method"] for r in out["runs"]] == ["afp_tf", "afp_tf_endgame", *["uniform_l1"] * 2]
+    assert [r.get("fraction") for r in out["runs"]] == [None, None, 0.2, 0.45]
+    row, variant = out["summary"]["afp_tf_vs_ladders"]
+    assert (row["method"], variant["method"]) == ("afp_tf", "afp_tf_endgame")
+    # The variant at drop 0.004 meets uniform's 2x point exactly: 3x / 2x.
+    assert variant["uniform_l1"]["afp_tf_over_it"] == pytest.approx(1.5)
     assert row["macs_reduction"] == pytest.approx(4.0)
     uniform = row["uniform_l1"]
     # uniform at drop 0.01: 3/8 of the way from 2x (0.004) to 4x (0.02) in log-reduction
@@ -130,12 +135,26 @@ def test_main_runs_the_budget_tolerance_before_the_ladders_it_sizes(tmp_path, mo
             "2",
             "--workdir",
             str(tmp_path),
+            "--variant",
+            "endgame:prune.min_headroom=0.25,prune.extend_epochs=2",
         ]
     )
-    assert calls[:4] == [
+    assert calls[:5] == [
         (0, "afp_tf", 0.01),
         (0, "uniform_l1", 0.3),
         (0, "global_l1", 2.0),
         (0, "afp_tf", 0.005),
+        (0, "endgame", 0.01),
     ]
-    assert calls[4][0] == 1 and len(calls) == 8
+    assert calls[5][0] == 1 and len(calls) == 10
+
+
+def test_parse_variant_splits_overrides_and_refuses_bad_specs():
+    f = _frontier()
+    assert f.parse_variant("endgame:prune.min_headroom=0.25, prune.extend_epochs=2") == (
+        "endgame",
+        ["prune.min_headroom=0.25", "prune.extend_epochs=2"],
+    )
+    for bad in ("endgame", "afp_tf:prune.p_max=0.2", "x:prune.p_max", "a-b:k=v"):
+        with pytest.raises(SystemExit, match="--variant"):
+            f.parse_variant(bad)

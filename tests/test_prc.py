@@ -145,6 +145,8 @@ def test_every_stop_reason_emitted_is_listed():
         _ctrl(max_failures=1).observe("failed", before=0.9, metric=0.8, removed_fraction=0.1),
         _ctrl(max_nonfinite=0).observe("non-finite"),
         _ctrl(macs_target=10.0).observe("accepted", before=0.9, metric=0.9, macs=5),
+        _ctrl().observe("too small"),
+        _ctrl(min_headroom=0.5).observe("accepted", before=0.9, metric=0.885),
     }
     assert reasons == set(prc.STOP_REASONS)
 
@@ -312,3 +314,31 @@ def test_module_has_no_tensorflow_import():
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not names & {"tensorflow", "keras", "numpy"}
+
+
+def test_min_headroom_stops_once_accepted_metric_is_near_the_accept_floor():
+    c = prc.PruningRateController(0.90, 0.02, margin=0.004, min_headroom=0.25)
+    # Spendable 0.016; 0.25 of it is 0.004 above the accept floor 0.884.
+    assert c.observe("accepted", before=0.90, metric=0.889, removed_fraction=0.1) is None
+    assert c.observe("accepted", before=0.889, metric=0.8875, removed_fraction=0.1) == (
+        "tolerance spent"
+    )
+
+
+def test_too_small_round_stops_the_run():
+    c = prc.PruningRateController(0.90, 0.02, min_round_macs=0.01)
+    assert c.observe("too small") == "rounds too small" and c.should_stop() == "rounds too small"
+
+
+def test_from_dict_of_a_checkpoint_before_the_endgame_options_uses_their_defaults():
+    d = prc.PruningRateController(0.9, 0.01).to_dict()
+    for key in ("min_headroom", "min_round_macs", "metric"):
+        d.pop(key)
+    c = prc.PruningRateController.from_dict(d)
+    assert (c.min_headroom, c.min_round_macs, c.metric) == (0.0, 0.0, 0.9)
+
+
+@pytest.mark.parametrize("key", ["min_headroom", "min_round_macs"])
+def test_endgame_options_outside_unit_interval_raise(key):
+    with pytest.raises(ValueError, match=key):
+        prc.PruningRateController(0.9, 0.01, **{key: 1.0})

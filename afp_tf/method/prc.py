@@ -23,7 +23,11 @@ important half of what failed (the same model, the same ranking: a bisection of 
 set), and it doubles the retry's recovery (:meth:`recovery_epochs`). An accepted round doubles
 ``scale`` back (capped at 1) and resets the consecutive-failure count. Pruning stops after
 ``max_failures`` consecutive failed rounds, more than ``max_nonfinite`` consecutive non-finite
-ones, a round without candidates, the MACs target or ``max_rounds`` attempts.
+ones, a round without candidates, the MACs target or ``max_rounds`` attempts. The endgame
+(both off by default): a round whose candidates would save less than ``min_round_macs`` of the
+current MACs is not run ("rounds too small"), and once an accepted round leaves less than
+``min_headroom`` of the spendable budget ``ε'`` pruning stops ("tolerance spent"): a round
+started that close to the floor passes only on the decision metric's noise.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from typing import Any
 from absl import logging
 
 RULES = ("adaptive", "scale_free", "linear", "fixed")
-OUTCOMES = ("accepted", "failed", "no candidates", "non-finite")
+OUTCOMES = ("accepted", "failed", "no candidates", "too small", "non-finite")
 STOP_REASONS = (
     "recovery failed",
     "no candidates left",
+    "rounds too small",
+    "tolerance spent",
     "macs target",
     "round budget",
     "non-finite loss persisted",
@@ -86,6 +92,10 @@ class PruningRateController:
       margin: absolute safety margin added to the floor for accepting a round, in [0, ε).
       max_failures: stop after this many consecutive failed rounds (>= 1).
       max_nonfinite: stop after more than this many consecutive non-finite rounds (>= 0).
+      min_headroom: stop once the decision metric is less than this fraction of ``ε'`` above
+        ``accept_floor``, in [0, 1); 0 = off.
+      min_round_macs: a round whose candidates save less than this fraction of the current
+        MACs is reported ``"too small"`` by the caller and stops the run, in [0, 1); 0 = off.
     """
 
     def __init__(
@@ -105,6 +115,8 @@ class PruningRateController:
         margin: float = 0.0,
         max_failures: int = 3,
         max_nonfinite: int = 2,
+        min_headroom: float = 0.0,
+        min_round_macs: float = 0.0,
     ):
         _check(math.isfinite(baseline), f"baseline metric must be finite, got {baseline}.")
         if relative:
@@ -155,6 +167,9 @@ class PruningRateController:
             "metric is too noisy for this tolerance; use a larger acceptance split, a larger "
             "tolerance or a smaller prune.margin_z.",
         )
+        _check(0 <= min_headroom < 1, f"min_headroom must be in [0, 1), got {min_headroom}.")
+        _check(0 <= min_round_macs < 1, f"min_round_macs must be in [0, 1), got {min_round_macs}.")
+        self.min_headroom, self.min_round_macs = float(min_headroom), float(min_round_macs)
         self.rule = rule
         self.p_max, self.p_min = float(p_max), float(p_min)
         self.lambda_max = float(lambda_max)
@@ -172,6 +187,7 @@ class PruningRateController:
         self.cost: float | None = None  # drop of the metric per fraction of filters removed
         self.last_fraction: float | None = None  # of the filters, removed by the last accepted
         self.last_macs: float | None = None
+        self.metric = self.baseline  # the decision metric of the last accepted model
         self.stop_reason: str | None = None
 
     @property
@@ -257,6 +273,8 @@ class PruningRateController:
             self.failures = self.nonfinite = 0
             self.scale = min(1.0, self.scale / _BACKOFF)
             self.last_macs = None if macs is None else float(macs)
+            if metric is not None:
+                self.metric = float(metric)
         elif outcome == "failed":
             self.failures += 1
             self.scale *= _BACKOFF
@@ -269,6 +287,11 @@ class PruningRateController:
     def _stop_reason(self, outcome: str | None) -> str | None:
         if outcome == "no candidates":
             return "no candidates left"
+        if outcome == "too small":
+            return "rounds too small"
+        spendable = self.budget - self.margin
+        if self.min_headroom and self.metric - self.accept_floor < self.min_headroom * spendable:
+            return "tolerance spent"
         if self.failures >= self.max_failures:
             return "recovery failed"
         if self.nonfinite > self.max_nonfinite:
@@ -287,7 +310,14 @@ class PruningRateController:
             self.stop_reason = self._stop_reason(None)
         return self.stop_reason
 
-    LIMITS = ("max_rounds", "max_failures", "max_nonfinite", "macs_target")
+    LIMITS = (
+        "max_rounds",
+        "max_failures",
+        "max_nonfinite",
+        "macs_target",
+        "min_headroom",
+        "min_round_macs",
+    )
 
     def update_limits(
         self, other: PruningRateController, names: tuple[str, ...] = LIMITS
@@ -317,7 +347,10 @@ class PruningRateController:
         "margin",
         "max_failures",
         "max_nonfinite",
+        "min_headroom",
+        "min_round_macs",
     )
+    _ADDED = ("min_headroom", "min_round_macs")  # absent from older checkpoints: defaults
     _STATE = (
         "attempts",
         "accepted",
@@ -327,6 +360,7 @@ class PruningRateController:
         "cost",
         "last_fraction",
         "last_macs",
+        "metric",
         "stop_reason",
     )
 
@@ -338,12 +372,12 @@ class PruningRateController:
     def from_dict(cls, d: dict[str, Any]) -> PruningRateController:
         """Inverse of :meth:`to_dict`."""
         unknown = sorted(set(d) - set(cls._CONFIG + cls._STATE))
-        missing = sorted(set(cls._CONFIG) - set(d))
+        missing = sorted(set(cls._CONFIG) - set(d) - set(cls._ADDED))
         if unknown or missing:
             raise ValueError(
                 f"Not a PruningRateController state: unknown keys {unknown}, missing {missing}."
             )
-        ctrl = cls(**{k: d[k] for k in cls._CONFIG})
+        ctrl = cls(**{k: d[k] for k in cls._CONFIG if k in d})
         for k in cls._STATE:
             if k in d:
                 setattr(ctrl, k, d[k])
