@@ -12,7 +12,7 @@ from absl import logging
 
 from afp_tf import stats, surgery
 from afp_tf.method import prc
-from afp_tf.method.options import PruneOptions
+from afp_tf.method.options import PruneOptions, check_renamed
 from afp_tf.method.pruner import Pruner, filters_per_group
 from afp_tf.train import training
 from afp_tf.train.task import Task
@@ -113,7 +113,7 @@ def prune(
       orth_beta: strength of the orthogonality regulariser (0 = off).
       progress: show progress bars.
       **prune_options: any field of ``afp_tf.method.options.PruneOptions`` (``p_max``,
-        ``penalty_epochs``, ``recovery_epochs``, ``max_rounds``, ``rule``, ...).
+        ``shrink_epochs``, ``recovery_epochs``, ``max_rounds``, ``rule``, ...).
 
     Returns:
       A :class:`PruneResult`; ``result.model`` never scores below ``result.accept_floor`` on
@@ -128,6 +128,7 @@ def prune(
     if val_data is None:
         raise ValueError("val_data is required: pruning decisions are taken on a validation set.")
     valid = sorted(f for f in PruneOptions().to_dict() if f not in _PIPELINE_ONLY)
+    check_renamed(prune_options)
     for key in prune_options:
         if key not in valid:
             raise TypeError(
@@ -176,7 +177,7 @@ def prune(
     pruned, state = pruner.run(model, state)
     with strategy.scope():
         if pruned is model:  # nothing accepted: still hand back a separate, plain copy
-            pruned = surgery.remove_filters(model, {})
+            pruned = surgery.copy_model(model)
         if model.compiled:
             compile_like(model, pruned)
     stats_after = stats.model_stats(pruned)

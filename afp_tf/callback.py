@@ -16,7 +16,7 @@ from absl import logging
 from afp_tf import surgery
 from afp_tf.api import compile_like, is_proportion
 from afp_tf.method import prc, regularizers
-from afp_tf.method.options import PruneOptions
+from afp_tf.method.options import PruneOptions, check_renamed
 from afp_tf.method.pruner import macs_per_filter, round_candidates
 
 _OPTIONS = (
@@ -116,6 +116,7 @@ class AFPCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"validation_size must be an int >= 1 or None, got {validation_size!r}."
             )
+        check_renamed(options)
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
             raise TypeError(
@@ -144,7 +145,7 @@ class AFPCallback(keras.callbacks.Callback):
         analysis = surgery.analyze(self.model)
         groups = analysis.prunable
         self._weights = {g.name: analysis.filter_weights(g) for g in groups}
-        self._blocks = {g.name: g.blocks for g in groups}
+        self._divisions = {g.name: g.divisions for g in groups}
         self._filters = sum(g.size for g in groups)
         self._macs = None
         if self.options.cost == "macs":
@@ -193,7 +194,7 @@ class AFPCallback(keras.callbacks.Callback):
         self.candidates = {}
         if not plan.recover_only:
             self.candidates = round_candidates(
-                self._weights, plan, opts, blocks=self._blocks, macs_per_filter=self._macs
+                self._weights, plan, opts, divisions=self._divisions, macs_per_filter=self._macs
             )
         self._penalty.set_strength(plan.strength)
         self._penalty.set_candidates(self.candidates)

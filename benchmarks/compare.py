@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         "target_macs": target_macs,
         "baseline": results["a"]["baseline"],
         "methods": {m: {"name": METHODS[m], **results[m]} for m in methods},
-        "target": _target(results),
+        "target": target_verdict(results),
         "notes": [
             "One trained baseline for all methods: (a) trains it with the orthogonality term "
             f"(orth.beta={cfg.orth.beta}, during_baseline={cfg.orth.during_baseline}); (d) only "
@@ -253,7 +253,7 @@ def _latency(cfg, data, workdir: Path, runs: int, model_file: str = "pruned.kera
     return out
 
 
-def _target(results: dict) -> dict:
+def target_verdict(results: dict) -> dict:
     """Whether the comparison target holds, from the recorded numbers (test metric, MACs):
     afp_tf beats uniform l1 by TARGET_POINTS at equal MACs, or matches it at
     TARGET_MACS_FACTOR times fewer MACs."""

@@ -18,7 +18,8 @@ Resumable: every run lives in ``WORKDIR/seed<S>/<method>_eps<ε>/`` and a finish
 back, an unfinished one resumed. Several processes may share a workdir (e.g. one per seed): each
 rewrites ``benchmarks/results/seeds_<config name>.json`` atomically from every finished run on
 disk, after each run, so partial results survive a kill. Then
-``benchmarks/readme_results.py`` renders the README section from that file.
+``benchmarks/readme_results.py`` renders its section of docs/results.md and its README
+headline row from that file.
 """
 
 from __future__ import annotations

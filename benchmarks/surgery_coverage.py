@@ -352,11 +352,12 @@ MODELS = [
 def _removal(groups, rng, fraction=0.25):
     removal = {}
     for g in groups:
-        blocks = getattr(g, "blocks", 1)
-        per = int(g.size // blocks * fraction)
+        # grouped-conv divisions (ChannelGroup.blocks in older versions, none before that)
+        divisions = getattr(g, "divisions", getattr(g, "blocks", 1))
+        per = int(g.size // divisions * fraction)
         if g.prunable and per:
-            step = g.size // blocks
-            picks = [b * step + rng.choice(step, per, replace=False) for b in range(blocks)]
+            step = g.size // divisions
+            picks = [d * step + rng.choice(step, per, replace=False) for d in range(divisions)]
             removal[g.name] = sorted(np.concatenate(picks).tolist())
     return removal
 

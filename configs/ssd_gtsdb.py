@@ -7,7 +7,9 @@
 Data: FullIJCNN2013 (900 PPM images 1360x800, gt.txt) in --config.data.data_dir (default
 ~/.cache/afp_tf/gtsdb), downloaded from --config.data.url when online. First 600 images train
 (20 % of them validate), last 300 test; 4 super-categories (--config.data.labels=classes for
-all 43). Decision metric: mAP@0.5 on validation. Without the files and without network the
+all 43). Decision metric: mAP@0.5 on validation over the three categories the GTSDB
+competition scores (prohibitory, danger, mandatory), the four-category map50_all beside it
+(--config.data.scoring=all decides on all four). Without the files and without network the
 run stops with an error saying where to put the archive.
 
 Scale: the signs' own. Training takes 192 px crops of the frames at native resolution (four
@@ -36,13 +38,14 @@ def get_config(arg=None):
     c.model.max_size = 128
     c.model.scales_per_octave = 3
     c.data.source = "auto"
+    c.data.scoring = "competition"  # mAP over prohibitory, danger, mandatory
     c.data.image_size = 192  # training crop side, native resolution
     c.data.crops_per_image = 4
     c.data.negative_crops = 0.2
     c.data.val_fraction = 0.2
     c.data.eval_batch_size = 4
     c.train.baseline_epochs = 60
-    c.prune.penalty_epochs = 1
+    c.prune.shrink_epochs = 1
     c.prune.recovery_epochs = 3
     c.prune.max_rounds = 20
     c.prune.finetune_epochs = 10

@@ -235,28 +235,28 @@ def test_select_candidates_max_fraction_caps_each_group():
         afp.select_candidates(importance, threshold=1.0, max_fraction=0)
 
 
-def test_select_candidates_blocks_take_same_count_per_block_least_important():
-    # block 0 = filters 0-3, block 1 = 4-7; four candidates in block 0, one in block 1
+def test_select_candidates_divisions_take_same_count_per_division_least_important():
+    # division 0 = filters 0-3, division 1 = 4-7; four candidates in division 0, one in division 1
     imp = {"g": np.array([0.1, 0.2, 0.3, 0.4, 5.0, 0.15, 6.0, 7.0]), "h": np.ones(4) * 9}
-    out = afp.select_candidates(imp, threshold=1.0, blocks={"g": 2})
+    out = afp.select_candidates(imp, threshold=1.0, divisions={"g": 2})
     assert out == {"g": [0, 5]}
 
 
-def test_select_candidates_blocks_with_round_to_keep_remaining_multiple():
+def test_select_candidates_divisions_with_round_to_keep_remaining_multiple():
     imp = {"g": np.array([0.1, 0.2, 0.3, 9.0, 0.1, 0.2, 0.3, 9.0])}
-    # 3 per block would leave 2 (not a multiple of 4); 2 per block leaves 4
-    assert afp.select_candidates(imp, threshold=1.0, blocks={"g": 2}, round_to=4) == {
+    # 3 per division would leave 2 (not a multiple of 4); 2 per division leaves 4
+    assert afp.select_candidates(imp, threshold=1.0, divisions={"g": 2}, round_to=4) == {
         "g": [0, 1, 4, 5]
     }
 
 
-def test_uniform_selection_blocks_split_count_evenly():
+def test_uniform_selection_divisions_split_count_evenly():
     imp = {"g": np.array([0.1, 0.2, 0.3, 0.4, 5.0, 6.0, 7.0, 8.0])}
-    assert afp.uniform_selection(imp, 0.5, blocks={"g": 2}) == {"g": [0, 1, 4, 5]}
+    assert afp.uniform_selection(imp, 0.5, divisions={"g": 2}) == {"g": [0, 1, 4, 5]}
 
 
-def test_decayed_blocks_keep_equal_count_most_decayed_first():
+def test_decayed_divisions_keep_equal_count_most_decayed_first():
     before = {"g": np.ones(6)}
     now = {"g": np.array([0.01, 0.02, 1.0, 0.05, 1.0, 1.0])}
-    out = afp.decayed(before, now, {"g": [0, 1, 3]}, 0.1, blocks={"g": 2})
+    out = afp.decayed(before, now, {"g": [0, 1, 3]}, 0.1, divisions={"g": 2})
     assert out == {"g": [0, 3]}

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import learnable_images
-from keras.src.models.functional import Functional
 
 import afp_tf
 from afp_tf import surgery
+from afp_tf.surgery.keras_internals import Functional
 from afp_tf.train import distribute
 
 SIZE, CLASSES = 28, 4
@@ -300,7 +300,7 @@ def test_prune_missing_val_data_raises(data):
 
 def test_prune_unknown_option_raises_type_error_naming_options(data):
     (xt, yt), (xv, yv) = data
-    with pytest.raises(TypeError, match=r"unknown option 'p_maximum'.*p_max.*penalty_epochs"):
+    with pytest.raises(TypeError, match=r"unknown option 'p_maximum'.*p_max.*shrink_epochs"):
         afp_tf.prune(build_model(), (xt, yt), (xv, yv), p_maximum=0.5)
 
 
@@ -393,3 +393,9 @@ def test_prune_model_outside_strategy_scope_raises(data):
     model.compile(loss=LOSS, metrics=["accuracy"])
     with pytest.raises(ValueError, match=r"not created under this strategy's scope"):
         afp_tf.prune(model, (xt, yt), (xv, yv), strategy=distribute.make_strategy("mirrored"))
+
+
+def test_prune_renamed_option_names_the_new_one(data):
+    (xt, yt), (xv, yv) = data
+    with pytest.raises(TypeError, match=r"penalty_epochs was renamed shrink_epochs"):
+        afp_tf.prune(build_model(), (xt, yt), (xv, yv), penalty_epochs=1)

@@ -5,12 +5,12 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from keras.src.models.functional import Functional
 from test_api import LOSS, NegativeSquares, build_model, make_data
 
 import afp_tf
 from afp_tf import callback, surgery
 from afp_tf.method import afp
+from afp_tf.surgery.keras_internals import Functional
 
 EPOCHS = 3
 

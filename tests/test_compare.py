@@ -66,7 +66,7 @@ def test_compare_tiny_run_all_methods_recorded_with_equal_macs(compare_result):
         correct = r["test"] * 300  # accuracy over the 300 test images: a whole count
         assert abs(correct - round(correct)) < 1e-6 and r["latency"]["median_ms"] > 0, name
     # The recorded verdict is the one the recorded numbers give.
-    assert out["target"] == _module("compare")._target(out["methods"])
+    assert out["target"] == _module("compare").target_verdict(out["methods"])
     assert (results / "compare_lenet5_fashion_mnist.json").is_file()
     assert (results / "compare_lenet5_fashion_mnist.png").stat().st_size > 1000
 
@@ -123,7 +123,7 @@ def test_readme_results_same_inputs_byte_identical(compare_result, tmp_path):
     assert readme.read_bytes() == first
     text = first.decode()
     assert "compare_lenet5_fashion_mnist" in text and text.endswith("\nend\n")
-    assert "uniform l1" in text
+    assert "uniform ℓ1" in text
 
 
 def test_readme_results_missing_markers_raises(tmp_path):
@@ -134,7 +134,7 @@ def test_readme_results_missing_markers_raises(tmp_path):
 
 
 def test_compare_target_gain_over_one_point_met_else_not():
-    target = _module("compare")._target
+    target = _module("compare").target_verdict
     a = {"test": 0.900, "macs": 100}
     near = target({"a": a, "b": {"test": 0.895, "macs": 101}, "b15": {"test": 0.91, "macs": 150}})
     assert not near["met"] and "NOT met" in near["verdict"]

@@ -171,3 +171,31 @@ def test_main_misspelt_key_exits_2_and_leaves_no_workdir(tmp_path):
 def test_load_config_round_kind_is_the_one_its_committed_results_used(name, round_):
     p = config_lib.load_config(name).prune
     assert (p.measure, p.shrink, p.recalibrate_batches, p.recovery_schedule) == round_
+
+
+@pytest.mark.parametrize("name", ["ssd_gtsdb", "ssd_gtsdb_synthetic"])
+def test_ssd_configs_score_the_gtsdb_competition_categories_and_reject_unknown(name):
+    for arg in ("", ":quick"):
+        assert config_lib.load_config(name + arg).data.scoring == "competition"
+    cfg = config_lib.load_config(name)
+    config_lib.apply_overrides(cfg, ["data.scoring=all"])
+    assert cfg.data.scoring == "all"
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=r"data\.scoring='competiton' is not one of competition, all\. Did you mean "
+        "'competition'",
+    ):
+        config_lib.apply_overrides(cfg, ["data.scoring=competiton"])
+    with pytest.raises(config_lib.ConfigError, match=r"data\.scoring='four' is not one of"):
+        config_lib.apply_overrides(cfg, ["data.scoring=four"])
+
+
+def test_renamed_prune_key_is_refused_naming_the_new_one():
+    cfg = config_lib.load_config("lenet5_fashion_mnist")
+    with pytest.raises(
+        config_lib.ConfigError, match=r"prune.penalty_epochs was renamed prune.shrink_epochs"
+    ):
+        config_lib.apply_overrides(cfg, ["prune.penalty_epochs=2"])
+    cfg.prune.penalty_epochs = 2  # as a Python config file would set it
+    with pytest.raises(config_lib.ConfigError, match=r"penalty_epochs was renamed shrink_epochs"):
+        config_lib.prune_options(cfg)

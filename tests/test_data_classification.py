@@ -144,7 +144,16 @@ def test_load_classification_pad_to_32_and_3_channels(idx_dir):
 
 def test_load_classification_resize_when_smaller(idx_dir):
     data = load_classification(make_cfg(idx_dir, image_size=14))
-    assert data.input_shape == (14, 14, 1) and data.sample("test", 2)[0].shape == (2, 14, 14, 1)
+    x, y = data.sample("test", 2)
+    assert data.input_shape == (14, 14, 1) and x.shape == (2, 14, 14, 1)
+    # 28 -> 14 antialiased: each output pixel weighs 4 input pixels 1/8, 3/8, 3/8, 1/8 per axis,
+    # so the 8x8 block of 200 at 10-17 becomes rows/cols 4-9 at 1/8, 7/8, 1, 1, 7/8, 1/8 of it
+    edge = np.array([1, 7, 8, 8, 7, 1]) / 8
+    block = np.zeros((14, 14))
+    block[4:10, 4:10] = 200 * np.outer(edge, edge)
+    pixels = (x[..., 0] * STD + MEAN) * 255  # undo the standardisation; row 0 holds the ids
+    np.testing.assert_allclose(pixels[:, 1:], np.broadcast_to(block[1:], (2, 13, 14)), atol=1e-3)
+    assert y.tolist() == [0, 1]  # the labels of test images 0 and 1
 
 
 def test_load_classification_augment_changes_train_never_eval(idx_dir):

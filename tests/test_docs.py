@@ -1,6 +1,7 @@
 """The README and docs: every config listed with its docstring, links resolve, nothing external."""
 
 import ast
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -29,6 +30,15 @@ def test_readme_lists_every_config_with_its_docstring_line():
     assert listed == configs_block(), (
         f"Replace the README's list between {START} and {END} with:\n{configs_block()}"
     )
+
+
+def test_readme_results_and_results_page_are_what_the_generator_writes():
+    spec = importlib.util.spec_from_file_location(
+        "readme_results", ROOT / "benchmarks" / "readme_results.py"
+    )
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert generator.main(["--check"]) == 0, "run: python benchmarks/readme_results.py"
 
 
 def test_readme_and_docs_links_point_at_files_in_the_repo():

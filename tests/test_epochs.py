@@ -125,14 +125,14 @@ def test_run_epochs_inconsistent_options_raise(kwargs, message):
 
 def test_pruner_make_trainer_walks_graph_for_orthogonality_only_when_training(monkeypatch):
     from afp_tf.method import pruner as pruner_lib
-    from afp_tf.method import round_weights
+    from afp_tf.method import regularizers
     from afp_tf.method.options import PruneOptions
     from afp_tf.train.task import Task
 
     built = []
-    real = round_weights.orthogonality_loss
+    real = regularizers.orthogonality_loss
     monkeypatch.setattr(
-        round_weights, "orthogonality_loss", lambda m, b, a=None: built.append(b) or real(m, b, a)
+        regularizers, "orthogonality_loss", lambda m, b, a=None: built.append(b) or real(m, b, a)
     )
     task = Task(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

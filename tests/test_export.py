@@ -321,8 +321,8 @@ def _cli(*args, cwd=None, before=None):
     """Runs ``afp-tf-export args``; ``before``: Python code run first in the same process."""
     command = ["-m", "afp_tf.export"]
     if before is not None:
-        command = ["-c", f"{before}\nimport sys\nfrom afp_tf import export_cli\n"
-                   "sys.exit(export_cli.main(sys.argv[1:]))"]  # fmt: skip
+        command = ["-c", f"{before}\nimport sys\nfrom afp_tf.export import cli\n"
+                   "sys.exit(cli.main(sys.argv[1:]))"]  # fmt: skip
     return subprocess.run(
         [sys.executable, *command, *map(str, args)],
         capture_output=True,

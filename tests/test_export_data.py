@@ -56,8 +56,13 @@ def test_load_tfds_split_reads_images_and_labels():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=6):
         data = calibration.load("tfds:mnist:test", (28, 28, 1), samples=4, calibration_samples=2)
-    assert data.x.shape == (4, 28, 28, 1) and data.calibration.shape == (2, 28, 28, 1)
-    assert data.y.shape == (4,) and data.x.max() <= 1.0
+        written = list(tfds.as_numpy(tfds.load("mnist", split="test")))  # the mock's examples
+    images = np.stack([e["image"] for e in written]) / 255.0
+    assert len(written) == 6 and images.max() > 0.9  # the mock's uint8 pixels span 0-255
+    # the first 4 examples verify (pixels / 255, their labels), the next 2 calibrate
+    np.testing.assert_allclose(data.x, images[:4], atol=1e-6)
+    np.testing.assert_array_equal(data.y, [e["label"] for e in written[:4]])
+    np.testing.assert_allclose(data.calibration, images[4:6], atol=1e-6)
 
 
 @pytest.mark.parametrize("spec", ["missing.npz", "model.keras", "tfds:no_such_dataset_xyz"])

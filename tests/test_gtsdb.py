@@ -75,11 +75,17 @@ def test_generate_same_seed_same_files(tmp_path):
     assert (a / "00002.ppm").read_bytes() == (b / "00002.ppm").read_bytes()
 
 
-def test_generate_cli_writes_requested_images(tmp_path):
-    gtsdb_synth.main(
-        ["--out", str(tmp_path), "--num-images", "2", "--scale", "0.1", "--sign-scale", "0.3"]
-    )
-    assert len(list(tmp_path.glob("*.ppm"))) == 2
+def test_generate_cli_writes_requested_images(tmp_path, capsys):
+    out = tmp_path / "cli"
+    flags = ["--num-images", "2", "--scale", "0.1", "--sign-scale", "0.3", "--seed", "3"]
+    gtsdb_synth.main(["--out", str(out), *flags])
+    assert capsys.readouterr().out == f"wrote 2 images and gt.txt to {out}\n"
+    assert sorted(p.name for p in out.iterdir()) == ["00000.ppm", "00001.ppm", "gt.txt"]
+    # the same files as generate() with those arguments: no flag dropped or swapped
+    ref = gtsdb_synth.generate(tmp_path / "ref", 2, scale=0.1, sign_scale=0.3, seed=3)
+    for name in ("00000.ppm", "00001.ppm", "gt.txt"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert gtsdb_layout.read_ppm(out / "00001.ppm").shape == (80, 136, 3)  # 0.1 x 800x1360
 
 
 def test_read_annotations_keeps_negatives(tmp_path):
@@ -207,5 +213,95 @@ def test_load_gtsdb_synthetic_source_generates_once(tmp_path):
 
 
 def test_sample_returns_arrays_of_split(layout):
-    x, y = gtsdb.load_gtsdb(_cfg(layout)).sample("val", 2)
-    assert x.shape == (2, 80, 136, 3) and y.shape == (2, 16, 5)  # full frames
+    data = gtsdb.load_gtsdb(_cfg(layout))
+    annotations = gtsdb_layout.read_annotations(layout)
+    val = gtsdb.standard_split(annotations, 0.25, seed=0)["val"]
+    # test: files 00008 and 00009 (the last third, in file order); val: held out of the first 8
+    for split, files in (("val", val), ("test", annotations[8:10])):
+        x, y = data.sample(split, 2)
+        frames = np.stack([gtsdb_layout.read_ppm(a.path) for a in files]) / 255.0
+        np.testing.assert_allclose(x, frames, atol=1e-6)  # the full frames, scaled to [0, 1]
+        packed = np.stack([gtsdb_layout.pack_targets(a, "categories", 16) for a in files])
+        np.testing.assert_array_equal(y, packed)  # their own boxes and categories
+
+
+# The GTSDB definition of the categories, written out from the benchmark's own list.
+GTSDB_PROHIBITORY = (0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 15, 16)
+GTSDB_MANDATORY = (33, 34, 35, 36, 37, 38, 39, 40)
+GTSDB_DANGER = (11, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31)
+
+
+def test_category_map_is_the_benchmarks_list():
+    expected = {c: 3 for c in range(43)}  # everything else: other
+    expected |= {c: 0 for c in GTSDB_PROHIBITORY}
+    expected |= {c: 1 for c in GTSDB_DANGER}
+    expected |= {c: 2 for c in GTSDB_MANDATORY}
+    assert expected == gtsdb_signs.CLASS_TO_CATEGORY
+    assert gtsdb_signs.CATEGORY_NAMES == ("prohibitory", "danger", "mandatory", "other")
+    assert [gtsdb_signs.CATEGORY_NAMES[k] for k in gtsdb_signs.COMPETITION_CATEGORIES] == [
+        "prohibitory",
+        "danger",
+        "mandatory",
+    ]
+
+
+def _write_ppm(path, width=100, height=60):
+    path.write_bytes(f"P6\n{width} {height}\n255\n".encode() + bytes(width * height * 3))
+
+
+def test_hand_written_gt_file_maps_class_ids_to_categories(tmp_path):
+    for name in ("00000.ppm", "00001.ppm", "00002.ppm"):
+        _write_ppm(tmp_path / name)
+    # (class id, the category the GTSDB definition gives it)
+    signs = {
+        "00000.ppm": [(0, "prohibitory"), (6, "other"), (11, "danger"), (16, "prohibitory")],
+        "00001.ppm": [(33, "mandatory"), (40, "mandatory"), (32, "other"), (31, "danger")],
+        "00002.ppm": [
+            (14, "other"),
+            (17, "other"),
+            (18, "danger"),
+            (42, "other"),
+            (10, "prohibitory"),
+        ],
+    }
+    lines = [
+        f"{name};{5 + 10 * i};{4 + 8 * i};{14 + 10 * i};{13 + 8 * i};{class_id}"
+        for name, entries in signs.items()
+        for i, (class_id, _) in enumerate(entries)
+    ]
+    (tmp_path / "gt.txt").write_text("\n".join(lines) + "\n")
+    annotations = gtsdb_layout.read_annotations(tmp_path)
+    assert [a.path.name for a in annotations] == list(signs)
+    for ann, entries in zip(annotations, signs.values(), strict=True):
+        assert ann.classes.tolist() == [c for c, _ in entries]
+        packed = gtsdb_layout.pack_targets(ann, "categories", 8)
+        names = [gtsdb_signs.CATEGORY_NAMES[int(k)] for k in packed[: len(entries), 4]]
+        assert names == [category for _, category in entries]
+        np.testing.assert_allclose(packed[0, :4], [5 / 100, 4 / 60, 15 / 100, 14 / 60], rtol=1e-6)
+        assert gtsdb_layout.pack_targets(ann, "classes", 8)[: len(entries), 4].tolist() == [
+            c for c, _ in entries
+        ]
+    # the reader's test split (the last third: 00002.ppm) carries those categories
+    data = gtsdb.load_gtsdb(_cfg(tmp_path, val_fraction=0.5, image_size=32))
+    _, targets = next(iter(data.test))
+    got = [gtsdb_signs.CATEGORY_NAMES[int(k)] for k in targets.numpy()[0, :, 4] if k >= 0]
+    assert got == [category for _, category in signs["00002.ppm"]]
+
+
+def test_scored_classes_competition_is_three_categories_all_is_every_label():
+    assert gtsdb.scored_classes("categories", "competition") == (0, 1, 2)
+    assert gtsdb.scored_classes("categories", "all") == (0, 1, 2, 3)
+    classes = gtsdb.scored_classes("classes", "competition")
+    assert classes == tuple(sorted(GTSDB_PROHIBITORY + GTSDB_DANGER + GTSDB_MANDATORY))
+    assert len(classes) == 35 and gtsdb.scored_classes("classes", "all") == tuple(range(43))
+    with pytest.raises(ValueError, match=r"data\.scoring='three' is not one of competition, all"):
+        gtsdb.scored_classes("categories", "three")
+
+
+def test_load_gtsdb_scoring_defaults_to_competition(layout):
+    data = gtsdb.load_gtsdb(_cfg(layout))
+    assert data.scoring == "competition" and data.scored_classes == (0, 1, 2)
+    data = gtsdb.load_gtsdb(_cfg(layout, scoring="all"))
+    assert data.scoring == "all" and data.scored_classes == (0, 1, 2, 3)
+    with pytest.raises(ValueError, match="is not one of competition, all"):
+        gtsdb.load_gtsdb(_cfg(layout, scoring="four"))

@@ -35,8 +35,16 @@ def test_available_models_lists_the_zoo():
 def test_build_model_forward_batch_of_two_gives_logits(name):
     model = models.build_model(name, _CLASSIFIERS[name], 7)
     x = np.random.default_rng(0).normal(size=(2, *_CLASSIFIERS[name])).astype("float32")
-    y = model(x, training=False)
-    assert tuple(y.shape) == (2, 7)
+    head = model.layers[-1]
+    features = keras.Model(model.inputs, head.input)(x, training=False).numpy()
+    kernel = np.random.default_rng(1).normal(size=head.kernel.shape).astype("float32")
+    bias = np.arange(7, dtype="float32") - 3
+    head.set_weights([kernel, bias])
+    # logits: the head's affine map of each example's own features, no softmax or clipping
+    y = model(x, training=False).numpy()
+    np.testing.assert_allclose(y, features @ kernel + bias, rtol=1e-4, atol=1e-4)
+    head.set_weights([np.zeros_like(kernel), bias])
+    np.testing.assert_array_equal(model(x, training=False), [[-3, -2, -1, 0, 1, 2, 3]] * 2)
     assert model.name == name
     assert model.layers[-1].activation is keras.activations.linear
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)

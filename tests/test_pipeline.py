@@ -71,7 +71,7 @@ def test_pipeline_quick_run_prunes_within_floor_and_writes_artifacts(tmp_path, t
     model = keras.saving.load_model(tmp_path / "pruned.keras")
     assert model.count_params() == pruned["params"]
     events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert {"baseline", "penalty", "round"} <= {e["phase"] for e in events}
+    assert {"baseline", "shrink", "round"} <= {e["phase"] for e in events}
     # Fine-tuning keeps its best validation epoch (or the model before it, if that was better).
     tuned = [e["val_accuracy"] for e in events if e["phase"] == "finetune"]
     assert len(tuned) == 3
@@ -99,7 +99,7 @@ def test_pipeline_absurd_learning_rate_rolls_back_to_last_good(tmp_path, tiny_fa
 @pytest.mark.slow
 def test_main_sigkill_mid_round_resumes_and_finishes(tmp_path, tiny_fashion_mnist):
     state_path = tmp_path / "checkpoints" / "state.json"
-    proc = _cli(tmp_path, tiny_fashion_mnist, "prune.max_rounds=3", "prune.penalty_epochs=2")
+    proc = _cli(tmp_path, tiny_fashion_mnist, "prune.max_rounds=3", "prune.shrink_epochs=2")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if state_path.exists():
@@ -111,7 +111,7 @@ def test_main_sigkill_mid_round_resumes_and_finishes(tmp_path, tiny_fashion_mnis
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_round = json.loads(state_path.read_text())["prune"]["round"]
-    resumed = _cli(tmp_path, tiny_fashion_mnist, "prune.max_rounds=3", "prune.penalty_epochs=2")
+    resumed = _cli(tmp_path, tiny_fashion_mnist, "prune.max_rounds=3", "prune.shrink_epochs=2")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert f"Resuming pruning after round {killed_round}" in err
@@ -140,7 +140,7 @@ def test_pipeline_finished_run_more_rounds_reopens_pruning_after_finetune(
     assert second["pruned"]["macs"] <= first["pruned"]["macs"]
     assert pipeline.finished(two, tmp_path)
     events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    steps = [e["step"] for e in events if e["phase"] in ("penalty", "recover", "finetune")]
+    steps = [e["step"] for e in events if e["phase"] in ("shrink", "recover", "finetune")]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no epoch index repeated
 
 

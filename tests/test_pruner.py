@@ -396,3 +396,62 @@ def test_run_cost_macs_divides_importance_by_the_macs_per_filter():
 
     assert removed("none") == {"c2": 5}
     assert removed("macs") == {"c1": 5}
+
+
+def _near_miss(filters, epochs):  # removal costs 2.5 points; each epoch of a trainer gives 0.5
+    return 0.9 if filters == 20 else min(0.9, 0.875 + 0.005 * epochs)
+
+
+def test_run_near_miss_round_extended_then_accepted():
+    _, state = _run({"score": _near_miss}, max_rounds=1, rule="fixed", extend_epochs=4)
+    (h,) = state.history
+    # Recovery (2 epochs) ends at 0.885, below the floor 0.89 by less than the budget: 4 more
+    # epochs of a fresh trainer reach 0.895.
+    assert h["metric_before_extension"] == pytest.approx(0.885)
+    assert h["outcome"] == "accepted" and h["metric"] == pytest.approx(0.895)
+    assert h["recovery_epochs"] == 6
+
+
+def test_run_near_miss_round_fails_without_extension():
+    _, state = _run({"score": _near_miss}, max_rounds=1, rule="fixed")
+    (h,) = state.history
+    assert h["outcome"] == "failed" and h["metric"] == pytest.approx(0.885)
+    assert h["recovery_epochs"] == 2 and "metric_before_extension" not in h
+
+
+def test_run_far_miss_round_not_extended():
+    def score(filters, epochs):  # 5 points lost, more than the whole budget: not worth it
+        return 0.9 if filters == 20 else 0.85
+
+    _, state = _run({"score": score}, max_rounds=1, rule="fixed", extend_epochs=4)
+    (h,) = state.history
+    assert h["outcome"] == "failed" and h["recovery_epochs"] == 2
+    assert "metric_before_extension" not in h
+
+
+def test_run_round_saving_too_few_macs_stops_before_training():
+    keras.utils.set_random_seed(0)
+    _, state = _run({"score": _free}, max_rounds=1, rule="fixed", min_round_macs=1e-9)
+    (h,) = state.history  # the saving is measured on the candidates: what the round removed
+    assert h["outcome"] == "accepted"
+    assert h["macs_saved_fraction"] == pytest.approx(
+        1 - h["macs"] / stats.model_stats(_model()).macs
+    )
+    script = {"score": _free}
+    pruned, state = _run(script, max_rounds=3, rule="fixed", min_round_macs=0.99)
+    assert [h["outcome"] for h in state.history] == ["too small"]
+    assert state.stop_reason == "rounds too small" and state.round == 0
+    assert "optimizers" not in script  # no trainer was built for training
+    assert sum(filters_per_group(pruned).values()) == 20
+
+
+def test_run_stops_when_an_accepted_round_leaves_too_little_headroom():
+    def score(filters, epochs):  # every removed filter costs 0.1 point
+        return 0.9 - 0.001 * (20 - filters)
+
+    _, state = _run({"score": score}, max_rounds=3, rule="fixed", min_headroom=0.5)
+    # Round 1 removes 6 filters: 0.894, 0.004 above the floor 0.89 = 40 % of the budget.
+    assert [h["outcome"] for h in state.history] == ["accepted"]
+    assert state.stop_reason == "tolerance spent" and state.round == 1
+    _, state = _run({"score": score}, max_rounds=3, rule="fixed", min_headroom=0.3)
+    assert state.history[1]["metric_before"] == pytest.approx(0.894)

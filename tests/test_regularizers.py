@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from afp_tf import surgery
 from afp_tf.method import regularizers
 
 
@@ -161,6 +162,23 @@ def test_orthogonal_regularizer_saved_model_loads_with_same_losses(tmp_path):
         sorted(float(v) for v in loaded.losses), sorted(float(v) for v in model.losses), rtol=1e-5
     )
     assert len(loaded.losses) == 3
+
+
+# --------------------------------------------------------------------- orthogonality loss
+def test_orthogonality_loss_is_beta_times_penalty_sum_over_prunable_kernels():
+    inp = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, name="a")(inp)
+    x = keras.layers.Conv2D(5, 1, name="b")(keras.layers.ReLU()(x))
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x)))
+    analysis = surgery.analyze(model)
+    kernels = [v for g in analysis.prunable for v, _ in analysis.filter_weights(g)]
+    assert {v.path for v in kernels} == {"a/kernel", "b/kernel"}
+    expected = 0.5 * sum(float(regularizers.orthogonality_penalty(v)) for v in kernels)
+    assert float(regularizers.orthogonality_loss(model, 0.5)()) == pytest.approx(expected)
+    assert float(regularizers.orthogonality_loss(model, 0.5, analysis)()) == pytest.approx(expected)
+    inp = keras.Input((3,))
+    none = keras.Model(inp, keras.layers.Dense(2)(inp))  # its only group reaches the output
+    assert float(regularizers.orthogonality_loss(none, 0.5)()) == 0.0
 
 
 # --------------------------------------------------------------------- targeted ℓ1

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from test_surgery_lib import assert_same_outputs, randomize
+from surgery_cases import assert_same_outputs, randomize
 
 from afp_tf import surgery
 from afp_tf.surgery import keras_internals
@@ -20,8 +20,13 @@ def _net():
     return randomize(keras.Model(inp, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x))))
 
 
-def test_keras_internals_check_passes_on_installed_keras():
-    keras_internals.check()  # raises RuntimeError naming the Keras version when they moved
+def test_keras_internals_check_passes_on_installed_keras(monkeypatch):
+    assert keras_internals.check() is None  # nothing moved in the installed Keras
+    # a Functional class that is not the one keras.Model builds: both graphs it checks miss it
+    monkeypatch.setattr(keras_internals, "Functional", type("Functional", (), {}))
+    broken = r"keras\.src\.models\.functional\.Functional, Sequential\._functional\. It was"
+    with pytest.raises(RuntimeError, match=rf"changed in Keras {keras.__version__}: {broken}"):
+        keras_internals.check()
 
 
 def test_keras_internals_check_names_version_when_internal_missing(monkeypatch):
@@ -54,7 +59,9 @@ def test_remove_filters_reused_analysis_same_model_as_fresh():
     assert_same_outputs(reused, fresh, x, tol=1e-6)
 
 
-def test_remove_filters_analysis_of_other_model_raises():
+def test_remove_filters_and_copy_model_analysis_of_other_model_raises():
     model, other = _net(), _net()
     with pytest.raises(surgery.SurgeryError, match="analysis passed is of model"):
-        surgery.remove_filters(model, {}, analysis=surgery.analyze(other))
+        surgery.remove_filters(model, {"a": [0]}, analysis=surgery.analyze(other))
+    with pytest.raises(surgery.SurgeryError, match="analysis passed is of model"):
+        surgery.copy_model(model, analysis=surgery.analyze(other))

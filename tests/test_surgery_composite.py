@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_surgery_lib import randomize
+from surgery_cases import randomize
 
 from afp_tf import surgery
 from afp_tf.surgery import golden

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from test_surgery_lib import assert_same_outputs, randomize, zero_consumer_inputs
+from surgery_cases import assert_same_outputs, randomize, zero_consumer_inputs
 
 from afp_tf import surgery
 
@@ -63,7 +63,7 @@ def test_find_channel_groups_grouped_conv_over_two_groups_blocks_with_reason():
     assert "'g' is a grouped convolution (groups=2) over channels of several groups" in (
         groups["a"].reason
     )
-    assert groups["g"].prunable and groups["g"].blocks == 2
+    assert groups["g"].prunable and groups["g"].divisions == 2
 
 
 def test_find_channel_groups_softmax_producer_blocks_only_its_output():

@@ -156,7 +156,7 @@ def test_prune_hub_image_classifier_returns_compiled_classifier():
         (x, y),
         tolerance=0.3,
         max_rounds=1,
-        penalty_epochs=1,
+        shrink_epochs=1,
         recovery_epochs=0,
         batch_size=32,
         progress=False,

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from test_surgery_lib import assert_same_outputs, randomize, zero_consumer_inputs
+from surgery_cases import assert_same_outputs, randomize, zero_consumer_inputs
 
 from afp_tf import surgery
 from afp_tf.surgery.analysis import analyze
@@ -93,13 +93,26 @@ def test_remove_filters_input_model_not_mutated():
     assert all(np.array_equal(u, v) for u, v in zip(before, model.get_weights(), strict=True))
 
 
-def test_remove_filters_empty_removal_is_independent_copy():
+def test_copy_model_equal_weights_new_variables_same_outputs():
     model = _small_net()
-    copy = surgery.remove_filters(model, {})
-    assert_same_outputs(copy, model, _x((8, 8, 3)), tol=1e-6)
+    copy = surgery.copy_model(model, analysis=analyze(model))
+    assert [v.path for v in copy.weights] == [v.path for v in model.weights]
+    pairs = zip(copy.get_weights(), model.get_weights(), strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
     assert not {id(v) for v in copy.weights} & {id(v) for v in model.weights}
+    assert_same_outputs(copy, model, _x((8, 8, 3)), tol=1e-6)
     assert [la.name for la in copy.layers] == [la.name for la in model.layers]
     assert not copy.compiled
+    before = model.get_weights()
+    copy.weights[0].assign(copy.weights[0] + 1.0)  # separate: the original keeps its values
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_remove_filters_empty_removal_is_a_copy_like_copy_model():
+    model = _small_net()
+    copy = surgery.remove_filters(model, {})
+    assert_same_outputs(copy, surgery.copy_model(model), _x((8, 8, 3)), tol=1e-6)
+    assert not {id(v) for v in copy.weights} & {id(v) for v in model.weights}
 
 
 def test_remove_filters_keeps_trainable_regularizer_constraint_dtype_policy():

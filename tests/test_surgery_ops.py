@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from test_surgery_lib import randomize
+from surgery_cases import randomize
 
 from afp_tf import surgery
 from afp_tf.surgery import golden
@@ -78,8 +78,8 @@ def _grouped():
 def test_remove_filters_grouped_conv_same_count_per_group_exact():
     model = _grouped()
     groups = _groups(model)
-    assert (groups["a"].blocks, groups["g"].blocks) == (2, 2)
-    removal = {"a": [1, 2, 4, 7], "g": [0, 5]}  # two of each 4-block; one of each 3-block
+    assert (groups["a"].divisions, groups["g"].divisions) == (2, 2)
+    removal = {"a": [1, 2, 4, 7], "g": [0, 5]}  # two of each division of 4; one of each of 3
     pruned = surgery.remove_filters(model, removal)
     g = pruned.get_layer("g")
     assert (g.groups, g.filters, g.kernel.shape[-2]) == (2, 4, 2)
@@ -87,7 +87,7 @@ def test_remove_filters_grouped_conv_same_count_per_group_exact():
 
 
 def test_remove_filters_grouped_conv_unequal_per_group_raises():
-    with pytest.raises(surgery.SurgeryError, match=r"same number .* 2 blocks of 4, got \[2, 0\]"):
+    with pytest.raises(surgery.SurgeryError, match=r"same number .* 2 divisions of 4, got \[2, 0"):
         surgery.remove_filters(_grouped(), {"a": [0, 1]})
 
 

@@ -5,7 +5,7 @@ import functools
 import keras
 import numpy as np
 import pytest
-from test_surgery_lib import assert_same_outputs, randomize, zero_consumer_inputs
+from surgery_cases import assert_same_outputs, randomize, zero_consumer_inputs
 
 from afp_tf import surgery
 

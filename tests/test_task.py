@@ -49,8 +49,15 @@ def test_task_export_passes_arguments_to_exporter():
     assert calls == [("dir", {"formats": ("onnx",), "val_x": 1})]
 
 
-def test_classification_task_exports_as_classifier():
-    assert task_builders.classification_task().exporter is export.export_model
+def test_classification_task_exports_as_classifier(tmp_path):
+    (x, y), model = next(iter(_dataset())), _trainer().model
+    report = task_builders.classification_task().export(
+        model, tmp_path, formats=("tflite_fp32",), val_x=x.numpy(), val_y=y.numpy()
+    )
+    # the classifier report: accuracy of the known model (3 of 4 right), Keras and TFLite alike
+    assert report["task"] == "classification" and report["metric"] == "accuracy"
+    assert report["keras_metric"] == 0.75 and report["formats"]["tflite_fp32"]["metric"] == 0.75
+    assert report["passed"] and (tmp_path / export.FORMATS["tflite_fp32"].filename).is_file()
 
 
 def test_load_task_unknown_task_lists_builders():

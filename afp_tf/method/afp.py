@@ -100,7 +100,7 @@ def select_candidates(
     min_filters: int = 1,
     round_to: int = 1,
     max_fraction: float = 1.0,
-    blocks: Mapping[str, int] | None = None,
+    divisions: Mapping[str, int] | None = None,
 ) -> dict[str, list[int]]:
     """The filters with importance below a global threshold ``W_t``.
 
@@ -115,9 +115,9 @@ def select_candidates(
         a multiple loses none.
       max_fraction: at most this fraction of a group's filters is selected (the least important
         first), so one round cannot strip a layer whose whole scale sits below the threshold.
-      blocks: group name -> ``ChannelGroup.blocks`` (grouped convolutions): the same number of
-        filters is taken from each of that many equal consecutive blocks, the least important
-        of each; groups not named have one block.
+      divisions: group name -> ``ChannelGroup.divisions`` (grouped convolutions): the same
+        number of filters is taken from each of that many equal consecutive divisions, the least
+        important of each; groups not named have one division.
 
     Returns:
       Group name -> sorted filter indices, only for groups with candidates.
@@ -144,7 +144,7 @@ def select_candidates(
         below = below[np.argsort(s[below], kind="stable")]  # least important first
         cap = math.floor(max_fraction * s.size + 1e-9)
         k = _allowed(s.size, min(below.size, cap), min_filters, round_to)
-        chosen = _per_block(below, k, s.size, (blocks or {}).get(name, 1), round_to)
+        chosen = _per_division(below, k, s.size, (divisions or {}).get(name, 1), round_to)
         if chosen:
             out[name] = chosen
     return out
@@ -157,14 +157,14 @@ def decayed(
     fraction: float,
     *,
     round_to: int = 1,
-    blocks: Mapping[str, int] | None = None,
+    divisions: Mapping[str, int] | None = None,
 ) -> dict[str, list[int]]:
     """The candidates whose importance fell to at most ``fraction`` of its starting value.
 
     ``<=`` (not ``<``) so a filter that started at zero and stayed there is removed. With
     ``round_to`` > 1 the remaining count of each group stays a multiple of it (the least decayed
     candidates are kept first); groups must then have been aligned by :func:`select_candidates`.
-    ``blocks`` as for :func:`select_candidates`.
+    ``divisions`` as for :func:`select_candidates`.
 
     Returns:
       Group name -> sorted filter indices, only for groups with survivors of the test.
@@ -181,7 +181,7 @@ def decayed(
         ratio = now[ok] / np.maximum(before[ok], np.finfo(np.float64).tiny)
         ok = ok[np.argsort(ratio, kind="stable")]  # most decayed first
         k = _allowed(before.size, ok.size, 1, round_to)
-        chosen = _per_block(ok, k, before.size, (blocks or {}).get(name, 1), round_to)
+        chosen = _per_division(ok, k, before.size, (divisions or {}).get(name, 1), round_to)
         if chosen:
             out[name] = chosen
     return out
@@ -191,11 +191,11 @@ def uniform_selection(
     importance: Mapping[str, np.ndarray],
     ratio: float,
     min_filters: int = 1,
-    blocks: Mapping[str, int] | None = None,
+    divisions: Mapping[str, int] | None = None,
 ) -> dict[str, list[int]]:
     """The ``floor(ratio · size)`` lowest-importance filters of every group (Li et al., 2017).
 
-    Never leaves a group with fewer than ``max(min_filters, 1)`` filters; ``blocks`` as for
+    Never leaves a group with fewer than ``max(min_filters, 1)`` filters; ``divisions`` as for
     :func:`select_candidates`.
 
     Returns:
@@ -209,7 +209,7 @@ def uniform_selection(
         s = _scores(name, v)
         k = min(math.floor(ratio * s.size + 1e-9), max(s.size - max(min_filters, 1), 0))
         order = np.argsort(s, kind="stable")
-        chosen = _per_block(order, k, s.size, (blocks or {}).get(name, 1))
+        chosen = _per_division(order, k, s.size, (divisions or {}).get(name, 1))
         if chosen:
             out[name] = chosen
     return out
@@ -225,19 +225,22 @@ def _allowed(size: int, available: int, min_filters: int, round_to: int) -> int:
     return k
 
 
-def _per_block(order: np.ndarray, k: int, size: int, blocks: int, round_to: int = 1) -> list[int]:
-    """At most ``k`` of ``order`` (candidates, least important first), sorted; with ``blocks`` >
-    1 the same number from each block (the least important of each), the remaining count kept
-    a multiple of ``round_to``."""
-    if blocks <= 1:
+def _per_division(
+    order: np.ndarray, k: int, size: int, divisions: int, round_to: int = 1
+) -> list[int]:
+    """At most ``k`` of ``order`` (candidates, least important first), sorted; with
+    ``divisions`` > 1 the same number from each division (the least important of each), the
+    remaining count kept a multiple of ``round_to``."""
+    if divisions <= 1:
         return sorted(int(i) for i in order[:k])
-    if size % blocks:
-        raise ValueError(f"A group of {size} filters cannot form {blocks} equal blocks.")
-    block_of = np.asarray(order, dtype=np.int64) // (size // blocks)
-    per = min(k // blocks, *(int(np.sum(block_of == b)) for b in range(blocks)))
-    while per and (size - per * blocks) % round_to:
+    if size % divisions:
+        raise ValueError(f"A group of {size} filters cannot form {divisions} equal divisions.")
+    division_of = np.asarray(order, dtype=np.int64) // (size // divisions)
+    per = min(k // divisions, *(int(np.sum(division_of == d)) for d in range(divisions)))
+    while per and (size - per * divisions) % round_to:
         per -= 1
-    return sorted(int(i) for b in range(blocks) for i in np.asarray(order)[block_of == b][:per])
+    chosen = np.asarray(order)
+    return sorted(int(i) for d in range(divisions) for i in chosen[division_of == d][:per])
 
 
 def _scores(name: str, values: Any) -> np.ndarray:

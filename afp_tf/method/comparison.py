@@ -143,9 +143,9 @@ def uniform_l1_fraction(
     then ``epochs`` of fine-tuning (a point of the uniform ladder in ``benchmarks/frontier.py``)."""
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}.")
-    weights, blocks = _group_weights(model)
+    weights, divisions = _group_weights(model)
     importance = afp.filter_importance(weights, normalize="none")
-    pruned = tuner.prune(model, afp.uniform_selection(importance, fraction, min_filters, blocks))
+    pruned = tuner.prune(model, afp.uniform_selection(importance, fraction, min_filters, divisions))
     pruned, history = tuner.train(pruned, epochs, final=True)
     return _result(pruned, history, epochs, {"ratio": fraction, "finetune": history})
 
@@ -154,11 +154,11 @@ def uniform_ratio_for_macs(
     model: keras.Model, macs_target: float, tuner: FineTuner, min_filters: int = 1, steps: int = 24
 ) -> tuple[float, keras.Model, int]:
     """Bisects the per-group ratio; returns ``(ratio, pruned model, MACs)`` closest to target."""
-    weights, blocks = _group_weights(model)
+    weights, divisions = _group_weights(model)
     importance = afp.filter_importance(weights, normalize="none")
 
     def build(ratio: float) -> tuple[keras.Model, int]:
-        removal = afp.uniform_selection(importance, ratio, min_filters, blocks)
+        removal = afp.uniform_selection(importance, ratio, min_filters, divisions)
         pruned = tuner.prune(model, removal)
         return pruned, stats.model_stats(pruned).macs
 
@@ -200,16 +200,18 @@ def iterative_global_l1(
     spent, rounds = 0, []
     macs = stats.model_stats(model).macs
     while macs > macs_target:
-        weights, blocks = _group_weights(model)
+        weights, divisions = _group_weights(model)
         scores = afp.filter_importance(weights, normalize=importance)
 
-        def build(q: float, scores=scores, model=model, blocks=blocks) -> tuple[keras.Model, int]:
+        def build(
+            q: float, scores=scores, model=model, divisions=divisions
+        ) -> tuple[keras.Model, int]:
             removal = afp.select_candidates(
                 scores,
                 quantile=q,
                 min_filters=min_filters,
                 max_fraction=max_group_fraction,
-                blocks=blocks,
+                divisions=divisions,
             )
             pruned = tuner.prune(model, removal)
             return pruned, stats.model_stats(pruned).macs
@@ -255,12 +257,12 @@ def _result(model: keras.Model, history: list[dict], epochs: int, info: dict) ->
 
 
 def _group_weights(model: keras.Model) -> tuple[dict, dict[str, int]]:
-    """The prunable groups' filter weights and their ``blocks`` (grouped convolutions)."""
+    """The prunable groups' filter weights and their ``divisions`` (grouped convolutions)."""
     groups = [g for g in surgery.find_channel_groups(model) if g.prunable]
     if not groups:
         raise ValueError(f"Model {model.name!r} has no prunable channel group.")
     return {g.name: surgery.filter_weights(model, g) for g in groups}, {
-        g.name: g.blocks for g in groups
+        g.name: g.divisions for g in groups
     }
 
 

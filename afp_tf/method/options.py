@@ -19,6 +19,8 @@ REMOVALS = ("all", "decayed")
 MEASURES = ("outputs", "kernels")
 SHRINKS = ("fade", "l1")
 RECOVERY_SCHEDULES = ("cosine", "constant")
+# Options renamed since a release: old name -> new name (an old name is refused naming the new).
+RENAMED = {"penalty_epochs": "shrink_epochs"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +35,8 @@ class PruneOptions:
       p_max, p_min: largest and (adaptive rule) smallest fraction of the filters a round targets.
       lambda_max: largest targeted-ℓ1 strength.
       delta_w, delta_lambda: the linear rule's slopes (``W_t``, ``λ_t`` per unit of ``R_t``).
-      penalty_epochs: ``k``, epochs of targeted-ℓ1 training per round.
+      shrink_epochs: ``k``, epochs per round that drive the candidates towards zero (the fade or
+        the targeted ℓ1 term, ``shrink``); formerly ``penalty_epochs``.
       recovery_epochs: ``r``, most recovery epochs per round (``2r`` for a retry after a
         failed round).
       recovery_margin: recovery stops early once the recovery metric is this fraction of the
@@ -41,6 +44,9 @@ class PruneOptions:
       recovery_schedule: ``"cosine"``: recovery runs all its epochs with the learning rate
         decayed to 0 over them, so each round ends annealed like the baseline; ``"constant"``:
         the rate stays and recovery stops early (``recovery_margin``).
+      extend_epochs: most extra recovery epochs (a fresh cosine schedule) a round that missed the
+        accept floor by no more than the spendable budget gets before it counts as failed; the
+        decision split is then measured a second time; 0 = off.
       max_rounds: most rounds attempted, accepted or not.
       macs_target: stop once MACs <= this fraction of the baseline's; 0 = off.
       min_filters: never leave a group with fewer filters.
@@ -60,6 +66,10 @@ class PruneOptions:
       decay_fraction: see ``removal``.
       finetune_epochs: epochs of the main job's final fine-tune.
       max_failures: stop after this many consecutive failed rounds.
+      min_headroom: stop once an accepted round leaves less than this fraction of the spendable
+        tolerance (``ε`` minus the margin) above the accept floor; 0 = off.
+      min_round_macs: stop instead of running a round whose candidates would save less than this
+        fraction of the current MACs; 0 = off.
       max_nonfinite_retries: stop after more consecutive non-finite rounds than this.
       learning_rate: learning rate of pruning and recovery; 0 = the training one.
       margin_z: a round is accepted only ``margin_z`` standard errors of the decision metric
@@ -75,10 +85,11 @@ class PruneOptions:
     lambda_max: float = 1e-3
     delta_w: float = 0.5
     delta_lambda: float = 0.05
-    penalty_epochs: int = 1
+    shrink_epochs: int = 1
     recovery_epochs: int = 2
     recovery_margin: float = 0.5
     recovery_schedule: str = "cosine"
+    extend_epochs: int = 0
     max_rounds: int = 20
     macs_target: float = 0.0
     min_filters: int = 1
@@ -93,6 +104,8 @@ class PruneOptions:
     decay_fraction: float = 0.5
     finetune_epochs: int = 2
     max_failures: int = 3
+    min_headroom: float = 0.0
+    min_round_macs: float = 0.0
     max_nonfinite_retries: int = 2
     learning_rate: float = 0.0
     margin_z: float = 1.0
@@ -106,8 +119,9 @@ class PruneOptions:
         _choice("shrink", self.shrink, SHRINKS)
         _choice("recovery_schedule", self.recovery_schedule, RECOVERY_SCHEDULES)
         for key in (
-            "penalty_epochs",
+            "shrink_epochs",
             "recovery_epochs",
+            "extend_epochs",
             "finetune_epochs",
             "max_rounds",
             "max_nonfinite_retries",
@@ -136,6 +150,9 @@ class PruneOptions:
             f"max_group_fraction={self.max_group_fraction} must be in (0, 1].",
         )
         _check(0 < self.decay_fraction <= 1, f"decay_fraction={self.decay_fraction} not in (0, 1].")
+        for key in ("min_headroom", "min_round_macs"):
+            value = getattr(self, key)
+            _check(0 <= value < 1, f"{key}={value} must be in [0, 1) (0 = off).")
         _check(self.learning_rate >= 0, f"learning_rate={self.learning_rate} must be >= 0.")
         _check(
             math.isfinite(self.margin_z) and self.margin_z >= 0,
@@ -145,6 +162,7 @@ class PruneOptions:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> PruneOptions:
         """From a dict (e.g. the ``prune`` config section); unknown keys raise TypeError."""
+        check_renamed(values)
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -178,7 +196,16 @@ class PruneOptions:
             margin=margin,
             max_failures=self.max_failures,
             max_nonfinite=self.max_nonfinite_retries,
+            min_headroom=self.min_headroom,
+            min_round_macs=self.min_round_macs,
         )
+
+
+def check_renamed(keys, prefix: str = "") -> None:
+    """Raises TypeError naming the new name of the first renamed option among ``keys``."""
+    for key in keys:
+        if key in RENAMED:
+            raise TypeError(f"{prefix}{key} was renamed {prefix}{RENAMED[key]}.")
 
 
 def _is_int(v: Any, low: int) -> bool:

@@ -132,7 +132,7 @@ class Pruner:
         beta = self.orth_beta if orth_beta is None else orth_beta
         extra = [penalty] if penalty is not None else []
         if beta > 0:  # built at the first training step: evaluate-only trainers never walk it
-            orth = functools.cache(lambda: round_weights.orthogonality_loss(model, beta, analysis))
+            orth = functools.cache(lambda: regularizers.orthogonality_loss(model, beta, analysis))
             extra.append(lambda: orth()())
         return training.Trainer(
             model,
@@ -236,6 +236,7 @@ class Pruner:
         says whether the model is a new one.
         """
         controller = prc.PruningRateController.from_dict(state.controller)
+        controller.metric = state.metric  # the last accepted model's (older checkpoints lack it)
         limits = prc.PruningRateController.LIMITS
         if not state.baseline_macs:  # a macs_target fraction cannot be scaled: keep the saved one
             limits = tuple(k for k in limits if k != "macs_target")
@@ -293,31 +294,38 @@ class Pruner:
         }
         # Work on a copy so a failed round leaves ``model`` untouched.
         with self.strategy.scope():
-            work = surgery.remove_filters(model, {}, analysis=analysis)
+            work = surgery.copy_model(model, analysis=analysis)
             work_analysis = surgery.analyze(work)
             groups = work_analysis.prunable
             weights, shrunk = round_weights.measured(work_analysis, opts.measure)
             penalty = regularizers.TargetedL1Penalty(shrunk)
         info["filters"] = sum(g.size for g in groups)
-        blocks = {g.name: g.blocks for g in groups}
+        divisions = {g.name: g.divisions for g in groups}
         candidates: dict[str, list[int]] = {}
         if not plan.recover_only:
             macs = None
             if opts.cost == "macs":
                 with self.strategy.scope():
                     macs = macs_per_filter(work, work_analysis)
-            candidates = round_candidates(weights, plan, opts, blocks=blocks, macs_per_filter=macs)
+            candidates = round_candidates(
+                weights, plan, opts, divisions=divisions, macs_per_filter=macs
+            )
             if not candidates:
                 return "no candidates", None, info
+            if controller.min_round_macs:
+                saved = self._macs_saved(work, work_analysis, candidates)
+                info["macs_saved_fraction"] = saved
+                if saved < controller.min_round_macs:
+                    return "too small", None, info
         penalty.set_candidates(candidates)
         start_norms = afp.filter_importance(weights, normalize="none")
-        if opts.shrink == "fade" and candidates and opts.penalty_epochs:
-            fade = regularizers.TargetedFade(penalty, opts.penalty_epochs * self.epoch_steps)
+        if opts.shrink == "fade" and candidates and opts.shrink_epochs:
+            fade = regularizers.TargetedFade(penalty, opts.shrink_epochs * self.epoch_steps)
             trainer = self.make_trainer(work, analysis=work_analysis, after_train_calls=[fade])
         else:
             penalty.set_strength(plan.strength)
             trainer = self.make_trainer(work, penalty, analysis=work_analysis)
-        self.train_epochs(trainer, state, opts.penalty_epochs, "penalty")
+        self.train_epochs(trainer, state, opts.shrink_epochs, "shrink")
         if opts.removal == "decayed" and candidates:
             end_norms = afp.filter_importance(weights, normalize="none")
             candidates = afp.decayed(
@@ -326,7 +334,7 @@ class Pruner:
                 candidates,
                 opts.decay_fraction,
                 round_to=opts.round_to,
-                blocks=blocks,
+                divisions=divisions,
             )
         with self.strategy.scope():
             pruned = surgery.remove_filters(work, candidates, analysis=work_analysis)
@@ -350,6 +358,17 @@ class Pruner:
             last = self.train_epochs(trainer, state, epochs, "recover", until=lambda m: m >= target)
             val = val if last is None else last
         metric = self._metric(trainer, "accept") if self.accept_data is not None else val
+        miss = controller.accept_floor - metric
+        if opts.extend_epochs and 0 < miss <= controller.budget - controller.margin:
+            # A near miss: recover longer (a fresh cosine) and measure the decision split again.
+            info["metric_before_extension"] = metric
+            steps = opts.extend_epochs * self.epoch_steps
+            factory = _annealed(self.optimizer_factory, steps)
+            trainer = self.make_trainer(pruned, analysis=pruned_analysis, optimizer_factory=factory)
+            val = self.train_epochs(
+                trainer, state, opts.extend_epochs, "extend", until=lambda m: False
+            )
+            metric = self._metric(trainer, "accept") if self.accept_data is not None else val
         model_stats = stats.model_stats(pruned)
         info.update(
             metric=metric,
@@ -362,6 +381,13 @@ class Pruner:
         )
         outcome = "accepted" if controller.meets_floor(metric) else "failed"
         return outcome, (pruned, pruned_analysis), info
+
+    def _macs_saved(self, model: keras.Model, analysis, candidates) -> float:
+        """The fraction of ``model``'s MACs that removing ``candidates`` saves."""
+        with self.strategy.scope():
+            smaller = surgery.remove_filters(model, candidates, analysis=analysis)
+        before = stats.model_stats(model).macs
+        return (before - stats.model_stats(smaller).macs) / max(before, 1)
 
     def _recalibrate(self, model: keras.Model, analysis, epoch: int) -> None:
         """BatchNorm statistics of ``model`` re-estimated on training batches (options)."""
@@ -397,7 +423,7 @@ def round_candidates(
     plan: prc.RoundPlan,
     options: PruneOptions,
     *,
-    blocks: Mapping[str, int] | None = None,
+    divisions: Mapping[str, int] | None = None,
     macs_per_filter: Mapping[str, float] | None = None,
 ) -> dict[str, list[int]]:
     """The candidates of one round, as the pruner and ``AFPCallback`` both choose them.
@@ -411,7 +437,7 @@ def round_candidates(
       weights: group name -> ``(variable, axis)`` pairs the importance is measured on.
       plan: the controller's plan of the round (not a recovery-only one).
       options: the pruning options.
-      blocks: as for :func:`afp.select_candidates`.
+      divisions: as for :func:`afp.select_candidates`.
       macs_per_filter: group name -> MACs one filter's removal saves; needed for
         ``cost="macs"`` (:func:`macs_per_filter`).
     """
@@ -429,7 +455,7 @@ def round_candidates(
         min_filters=options.min_filters,
         round_to=options.round_to,
         max_fraction=options.max_group_fraction,
-        blocks=blocks,
+        divisions=divisions,
     )
 
 

@@ -1,7 +1,8 @@
 """Penalties used while training and pruning (docs/method.md, steps 3 and 5).
 
 * :func:`orthogonality_penalty` / :class:`OrthogonalRegularizer`: ``||M̂ M̂ᵀ − I||_F²`` over the
-  filters of a kernel, making the filters of a layer less redundant.
+  filters of a kernel, making the filters of a layer less redundant; :func:`orthogonality_loss`:
+  ``β`` times its sum over every prunable group's producer kernels of a model (``L_orth``).
 * :class:`TargetedL1Penalty`: ``λ · Σ_{f ∈ S_t} ||f||_1``, the ℓ1 pull on the pruning candidates,
   with ``λ`` and the candidate masks held in variables so a compiled step never retraces.
 * :class:`TargetedFade`: the candidates of such a penalty scaled linearly to zero over a number
@@ -10,12 +11,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from afp_tf import surgery
 
 MODES = ("filters", "depthwise", "transpose")
 _MODE_AXIS = {"filters": -1, "transpose": -2}
@@ -154,6 +157,21 @@ class OrthogonalRegularizer(keras.regularizers.Regularizer):
             "normalize": self.normalize,
             "epsilon": self.epsilon,
         }
+
+
+def orthogonality_loss(
+    model: keras.Model, beta: float, analysis: surgery.ModelAnalysis | None = None
+) -> Callable[[], tf.Tensor]:
+    """``beta`` times the orthogonality penalty of every prunable group's producer kernels."""
+    analysis = analysis or surgery.analyze(model)
+    pairs = [pair for group in analysis.prunable for pair in analysis.filter_weights(group)]
+
+    def loss() -> tf.Tensor:
+        if not pairs:
+            return tf.constant(0.0)
+        return beta * tf.add_n([orthogonality_penalty(v, filter_axis=a) for v, a in pairs])
+
+    return loss
 
 
 class TargetedL1Penalty:

@@ -15,6 +15,7 @@ import ml_collections
 
 from afp_tf import resources
 from afp_tf.export import checks
+from afp_tf.method import options as options_lib
 from afp_tf.method.options import PruneOptions
 
 DEFAULT_CONFIG = "lenet5_fashion_mnist"
@@ -139,6 +140,8 @@ def _resolve(cfg: ml_collections.ConfigDict, key: str):
     node, parts = cfg, key.split(".")
     for depth, part in enumerate(parts):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            if parts[:depth] == ["prune"] and part in options_lib.RENAMED:
+                raise ConfigError(f"prune.{part} was renamed prune.{options_lib.RENAMED[part]}.")
             known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
             hint = difflib.get_close_matches(part, known, n=1)
             where = ".".join(parts[:depth]) or "the config"
@@ -214,6 +217,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check(cfg.orth.beta >= 0, "orth.beta must be >= 0.")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction must be in (0, 1).")
     _check(cfg.data.batch_size > 0, "data.batch_size must be > 0.")
+    if "scoring" in cfg.data:  # SSD on GTSDB
+        from afp_tf.data.gtsdb import SCORINGS  # noqa: PLC0415 - see above
+
+        _check_choice("data.scoring", cfg.data.scoring, SCORINGS)
     _validate_export(cfg.export)
 
 
@@ -303,6 +310,9 @@ def detection_config() -> ml_collections.ConfigDict:
     )
     c.data.sha256 = ""  # set to check the archive
     c.data.labels = "categories"  # categories (4 super-categories) | classes (43)
+    # mAP (the decision metric) over: competition (prohibitory, danger, mandatory: what the
+    # GTSDB competition scores) | all (every label, "other" included); map50_all is reported
+    c.data.scoring = "competition"
     c.data.image_size = 300
     c.data.max_boxes = 16
     c.data.synthetic_images = 300
@@ -368,7 +378,7 @@ def cifar10_config(model: str, *, learning_rate: float, weight_decay: float):
     c.train.weight_decay = weight_decay
     c.train.baseline_epochs = 160
     c.prune.tolerance = 0.01
-    c.prune.penalty_epochs = 2
+    c.prune.shrink_epochs = 2
     c.prune.recovery_epochs = 5
     c.prune.max_rounds = 30
     c.prune.finetune_epochs = 20

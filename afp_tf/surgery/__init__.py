@@ -7,7 +7,8 @@ Public API:
   ``filter_weights(name)``); ``find_channel_groups``, ``filter_weights`` and
   ``remove_filters`` take it as ``analysis=`` instead of walking the model again.
 * :class:`ChannelGroup`, :func:`find_channel_groups`, :func:`remove_filters`,
-  :func:`filter_weights`, :func:`get_layer`.
+  :func:`copy_model` (``remove_filters`` removing nothing), :func:`filter_weights`,
+  :func:`get_layer`.
 * :func:`register_rule` (with :class:`Rule`, :class:`Keep`, :class:`Boundary`) for new layers.
 * :class:`SurgeryError` for every problem of the caller's model or request.
 * :mod:`afp_tf.surgery.golden`: the exactness reference (``golden_error``).
@@ -24,7 +25,7 @@ from afp_tf.surgery.analysis import ChannelGroup, ModelAnalysis, analyze
 from afp_tf.surgery.errors import SurgeryError
 from afp_tf.surgery.graph import get_layer
 from afp_tf.surgery.groups import filter_weights, find_channel_groups
-from afp_tf.surgery.rebuild import remove_filters
+from afp_tf.surgery.rebuild import copy_model, remove_filters
 from afp_tf.surgery.rules import Boundary, Keep, Rule, register_rule
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Rule",
     "SurgeryError",
     "analyze",
+    "copy_model",
     "filter_weights",
     "find_channel_groups",
     "get_layer",

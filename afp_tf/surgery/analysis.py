@@ -37,8 +37,8 @@ class ChannelGroup:
         partial: producers whose filters are only a part of the group's channels (after a
             split) or all of them in another order; they lose the removed channels too but
             are left out of ``filter_weights``.
-        blocks: a removal must take the same number of channels from each of this many equal
-            consecutive blocks of the group (grouped convolutions keep their group structure).
+        divisions: a removal must take the same number of channels from each of this many equal
+            consecutive divisions of the group (grouped convolutions keep their group structure).
         scales: paths of the per-channel normalisations (BatchNorm) applied to the channels in
             the group's order, whose scale and offset set each channel's output.
     """
@@ -50,7 +50,7 @@ class ChannelGroup:
     reason: str | None = None
     passthrough: tuple[str, ...] = ()
     partial: tuple[str, ...] = ()
-    blocks: int = 1
+    divisions: int = 1
     scales: tuple[str, ...] = ()
 
 
@@ -179,20 +179,20 @@ def analyze(model: keras.Model) -> ModelAnalysis:
     for space in walk.spaces:
         members.setdefault(coupled.find(int(roots[space.start])), []).append(space)
     divisions = _divisions(walk, roots, coupled, members)
-    first_block = np.full(walk.count, len(walk.blocks))
-    for i, (labels, _) in enumerate(walk.blocks):
+    first_blocked = np.full(walk.count, len(walk.blocked))
+    for i, (labels, _) in enumerate(walk.blocked):
         r = roots[labels]
-        first_block[r] = np.minimum(first_block[r], i)
+        first_blocked[r] = np.minimum(first_blocked[r], i)
     through, scaled = (
         _by_group(walk.passthroughs, roots, coupled),
         _by_group(walk.scalings, roots, coupled),
     )
     groups, orders = [], {}
     for key, spaces in members.items():
-        group, order = _resolve(spaces, roots, first_block, walk.blocks, through.get(key, []))
+        group, order = _resolve(spaces, roots, first_blocked, walk.blocked, through.get(key, []))
         group = dataclasses.replace(group, scales=_in_order(scaled.get(key, []), roots, order))
         if divisions.get(key, 1) > 1 and group.prunable:
-            group = dataclasses.replace(group, blocks=divisions[key])
+            group = dataclasses.replace(group, divisions=divisions[key])
         groups.append(group)
         orders[group.name] = order
     groups = hub.limit_head(model, groups)
@@ -216,24 +216,24 @@ def _in_order(records: list, roots: np.ndarray, order: np.ndarray) -> tuple[str,
 
 
 def _divisions(walk: Walk, roots, coupled, members) -> dict[int, int]:
-    """Blocks per group from grouped convolutions; blocks the channels that cannot keep them.
+    """Divisions per group from grouped convolutions; blocks the channels that cannot keep them.
 
     A grouped convolution over a group's channels in the group's order divides it into
-    equal blocks; over channels of several groups (or reordered ones) it blocks them.
+    equal divisions; over channels of several groups (or reordered ones) it blocks them.
     """
-    blocks: dict[int, int] = {}
+    divisions: dict[int, int] = {}
     for labels, count, path in walk.divisions:
         key = coupled.find(int(roots[labels[0]]))
         order = _ids(_first(members[key], roots), roots)
         if np.array_equal(roots[labels], order):
-            blocks[key] = math.lcm(blocks.get(key, 1), count)
+            divisions[key] = math.lcm(divisions.get(key, 1), count)
         else:
             walk.block(
                 labels,
                 f"'{path}' is a grouped convolution (groups={count}) over channels of several "
                 "groups or in another order, whose group structure a removal cannot keep",
             )
-    return blocks
+    return divisions
 
 
 def _ids(space: Space, roots: np.ndarray) -> np.ndarray:
@@ -246,7 +246,7 @@ def _first(spaces: list[Space], roots: np.ndarray) -> Space:
     return next((s for s in spaces if len(np.unique(_ids(s, roots))) == total), spaces[0])
 
 
-def _resolve(spaces, roots, first_block, blocks, through) -> tuple[ChannelGroup, np.ndarray]:
+def _resolve(spaces, roots, first_blocked, blocked, through) -> tuple[ChannelGroup, np.ndarray]:
     """The group of coupled ``spaces``: its channels are those of its first full producer.
 
     Other producers may hold a part of them (after a split) or all in another order (through
@@ -256,9 +256,9 @@ def _resolve(spaces, roots, first_block, blocks, through) -> tuple[ChannelGroup,
     first = _first(spaces, roots)
     order = _ids(first, roots)
     reason = None
-    block = min(int(first_block[_ids(s, roots)].min()) for s in spaces)
-    if block < len(blocks):
-        reason = blocks[block][1]
+    earliest = min(int(first_blocked[_ids(s, roots)].min()) for s in spaces)
+    if earliest < len(blocked):
+        reason = blocked[earliest][1]
     elif len(np.unique(order)) != len(order):
         reason = f"channels of '{first.path}' are coupled to each other"
     elif not set(np.concatenate([_ids(s, roots) for s in spaces]).tolist()) <= set(order.tolist()):

@@ -226,12 +226,12 @@ def _rebuild_grouped(config, weights, keep, groups: int):
         groups = len(kept_in)
         kernel = kernel[..., kept_out]
     else:
-        blocks = []
+        per_group = []  # the kept kernel of each convolution group
         for j in range(groups):
             rows = kept_in[kept_in // per_in == j] % per_in
             cols = kept_out[kept_out // per_out == j]
-            blocks.append(kernel[..., rows, :][..., cols])
-        kernel = np.concatenate(blocks, axis=-1)
+            per_group.append(kernel[..., rows, :][..., cols])
+        kernel = np.concatenate(per_group, axis=-1)
     rest = [b[kept_out] for b in rest]
     return {**config, "filters": len(kept_out), "groups": groups}, [kernel, *rest]
 

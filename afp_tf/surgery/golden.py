@@ -13,7 +13,7 @@ import numpy as np
 
 from afp_tf.surgery.analysis import analyze
 from afp_tf.surgery.graph import as_functional, is_submodel, nodes_in_order
-from afp_tf.surgery.rebuild import remove_filters
+from afp_tf.surgery.rebuild import copy_model, remove_filters
 
 L = keras.layers
 _CONSUMERS = (L.Conv1D, L.Conv2D, L.Conv3D, L.Dense, L.SeparableConv1D, L.SeparableConv2D)
@@ -39,7 +39,7 @@ def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
 
 def zeroed_reference(model: keras.Model, removal: Mapping[str, Sequence[int]]) -> keras.Model:
     """A copy of ``model`` (as surgery rebuilds it) whose consumers ignore removed channels."""
-    ref = remove_filters(model, {})
+    ref = copy_model(model)
     analysis = analyze(ref)
     removed = np.zeros(len(analysis.roots), bool)
     for name, indices in removal.items():

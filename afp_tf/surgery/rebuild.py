@@ -26,9 +26,9 @@ def remove_filters(
 
     The input model is not modified. The result is a plain (uncompiled) ``keras.Model`` with
     the same layer names, configs (trainability, dtype policy, regularizers, constraints) and
-    the original weights sliced to the kept channels. An empty ``removal`` gives a copy. A
-    keras-hub ImageClassifier comes back as its own class with its preprocessor
-    (:mod:`afp_tf.surgery.hub`).
+    the original weights sliced to the kept channels. An empty ``removal`` gives a copy
+    (:func:`copy_model` names that). A keras-hub ImageClassifier comes back as its own class
+    with its preprocessor (:mod:`afp_tf.surgery.hub`).
     Composite layers that surgery looked inside become nested functional models of the same
     name, so the result loads without their classes.
 
@@ -40,12 +40,33 @@ def remove_filters(
     Raises:
         SurgeryError: for a subclassed model, an unknown or unprunable group, or bad indices
             (non-integer, out of range, duplicated, all channels of a group, or not the same
-            number from each block of a group with ``blocks > 1``).
+            number from each division of a group with ``divisions > 1``).
     """
     graph = as_functional(model)
     analysis = checked(model, analysis)
     removed = _removed_ids(analysis, removal)
     return hub.as_task(model, _Rebuild(analysis, removed).model(graph, model.name))
+
+
+def copy_model(model: keras.Model, analysis: ModelAnalysis | None = None) -> keras.Model:
+    """A separate copy of ``model`` as surgery rebuilds it: :func:`remove_filters` removing
+    nothing.
+
+    The copy has the same layer names, configs and weight values in new variables and computes
+    the same outputs; training one model leaves the other as it was. Like every result of
+    :func:`remove_filters` it is not compiled. Unlike ``keras.models.clone_model`` it is built
+    as any pruned model of ``model`` is (composite layers become nested functional models, a
+    keras-hub task keeps its class), so a round can work on the copy and leave ``model``
+    untouched.
+
+    Args:
+        model: a functional model (or a built Sequential, or a functional subclass).
+        analysis: ``surgery.analyze(model)``, if already computed (saves walking the graph).
+
+    Raises:
+        SurgeryError: for a subclassed model, or an ``analysis`` of another model.
+    """
+    return remove_filters(model, {}, analysis=analysis)
 
 
 def _removed_ids(analysis: ModelAnalysis, removal: Mapping[str, Sequence[int]]) -> np.ndarray:
@@ -83,13 +104,13 @@ def _check_indices(group: ChannelGroup, indices: Sequence[int]) -> np.ndarray:
         raise SurgeryError(f"Duplicate indices {unique[counts > 1].tolist()} for group '{name}'.")
     if len(unique) == size:
         raise SurgeryError(f"Cannot remove all {size} channels of group '{name}'; keep at least 1.")
-    if group.blocks > 1:
-        per_block = np.bincount(unique // (size // group.blocks), minlength=group.blocks)
-        if len(set(per_block.tolist())) > 1:
+    if group.divisions > 1:
+        per_division = np.bincount(unique // (size // group.divisions), minlength=group.divisions)
+        if len(set(per_division.tolist())) > 1:
             raise SurgeryError(
                 f"Group '{name}' feeds a grouped convolution: remove the same number of channels "
-                f"from each of its {group.blocks} blocks of {size // group.blocks}, got "
-                f"{per_block.tolist()}."
+                f"from each of its {group.divisions} divisions of {size // group.divisions}, got "
+                f"{per_division.tolist()}."
             )
     return index
 

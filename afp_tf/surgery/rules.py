@@ -43,8 +43,9 @@ class Context(Protocol):
     def scales(self, labels: Labels) -> None:
         """Record that this layer sets the scale of channels ``labels`` (e.g. a BatchNorm)."""
 
-    def divide(self, labels: Labels, blocks: int) -> None:
-        """Removals from ``labels`` must take the same count from each of ``blocks`` blocks."""
+    def divide(self, labels: Labels, divisions: int) -> None:
+        """Removals from ``labels`` must take the same count from each of ``divisions`` equal
+        consecutive divisions."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ class Walk:
         self.spaces: list[Space] = []
         self.space_labels: dict[tuple[str, int], Labels] = {}
         self.edges: list[tuple[Labels, Labels]] = []
-        self.blocks: list[tuple[Labels, str]] = []
+        self.blocked: list[tuple[Labels, str]] = []  # (channel ids, why they are blocked)
         self.passthroughs: list[tuple[str, Labels]] = []
         self.scalings: list[tuple[str, Labels]] = []
         self.labels: dict[int, Labels | None] = {}
@@ -43,7 +43,7 @@ class Walk:
         self.traces: dict[int, object] = {}  # id(composite layer) -> its traced graph
         self.untraceable: dict[int, str] = {}  # id(composite layer) -> why not
         self.layers: dict[str, object] = {}  # path -> layer
-        self.divisions: list[tuple[Labels, int, str]] = []
+        self.divisions: list[tuple[Labels, int, str]] = []  # (channel ids, divisions, path)
         self.consumed: list[tuple[str, Labels]] = []  # (consumer path, input channel ids)
         self.path = ""
         self.input_shapes: list[tuple] = []
@@ -71,7 +71,7 @@ class Walk:
         self.edges.append((a, b))
 
     def block(self, labels: Labels, reason: str) -> None:
-        self.blocks.append((labels, reason))
+        self.blocked.append((labels, reason))
 
     @property
     def constants(self) -> list:
@@ -85,8 +85,8 @@ class Walk:
     def scales(self, labels: Labels) -> None:
         self.scalings.append((self.path, labels))
 
-    def divide(self, labels: Labels, blocks: int) -> None:
-        self.divisions.append((labels, blocks, self.path))
+    def divide(self, labels: Labels, divisions: int) -> None:
+        self.divisions.append((labels, divisions, self.path))
 
     # -- walk --
     def run(self, model: keras.Model) -> None:
@@ -178,7 +178,7 @@ class Walk:
         return (
             self.spaces,
             self.edges,
-            self.blocks,
+            self.blocked,
             self.passthroughs,
             self.scalings,
             self.divisions,
