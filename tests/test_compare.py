@@ -1,6 +1,5 @@
 """benchmarks/compare.py end to end on tiny IDX data, and the README results generator."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -9,18 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import common  # noqa: E402
-
-
-def _module(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def compare_result(tmp_path_factory, tiny_fashion_mnist):
     argv = ["lenet5_fashion_mnist:quick", "--workdir", str(workdir), "--latency-runs", "3"]
     argv += ["--methods", "a,b,c,d,e"]
     argv += [a for o in overrides for a in ("--override", o)]
-    out = _module("compare").main(argv)
+    out = load_benchmark("compare").main(argv)
     yield out, results, workdir, argv
     mp.undo()
 
@@ -66,7 +59,7 @@ def test_compare_tiny_run_all_methods_recorded_with_equal_macs(compare_result):
         correct = r["test"] * 300  # accuracy over the 300 test images: a whole count
         assert abs(correct - round(correct)) < 1e-6 and r["latency"]["median_ms"] > 0, name
     # The recorded verdict is the one the recorded numbers give.
-    assert out["target"] == _module("compare").target_verdict(out["methods"])
+    assert out["target"] == load_benchmark("compare").target_verdict(out["methods"])
     assert (results / "compare_lenet5_fashion_mnist.json").is_file()
     assert (results / "compare_lenet5_fashion_mnist.png").stat().st_size > 1000
 
@@ -75,7 +68,7 @@ def test_compare_rerun_same_workdir_reuses_finished_methods(compare_result):
     out, _, workdir, argv = compare_result
     before = (workdir / "b" / "result.json").stat().st_mtime_ns
     latency = (workdir / "b" / "tflite_pruned" / "latency.json").stat().st_mtime_ns
-    again = _module("compare").main([*argv, "--methods", "a,b"])
+    again = load_benchmark("compare").main([*argv, "--methods", "a,b"])
     assert (workdir / "b" / "tflite_pruned" / "latency.json").stat().st_mtime_ns == latency
     assert (workdir / "b" / "result.json").stat().st_mtime_ns == before
     assert again["methods"]["b"]["test"] == out["methods"]["b"]["test"]
@@ -109,12 +102,12 @@ def test_wall_clock_sigterm_counts_the_invocation_and_restores_handler(tmp_path,
 
 def test_compare_methods_without_a_exits_with_message():
     with pytest.raises(SystemExit, match="a is required"):
-        _module("compare").main(["lenet5_fashion_mnist", "--methods", "b"])
+        load_benchmark("compare").main(["lenet5_fashion_mnist", "--methods", "b"])
 
 
 def test_readme_results_same_inputs_byte_identical(compare_result, tmp_path):
     _, results, _, _ = compare_result
-    readme_results = _module("readme_results")
+    readme_results = load_benchmark("readme_results")
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n## Results\n\n<!-- results:start -->\n<!-- results:end -->\n\nend\n")
     readme_results.update_readme(readme, results)
@@ -130,11 +123,11 @@ def test_readme_results_missing_markers_raises(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="results:start"):
-        _module("readme_results").update_readme(readme, tmp_path)
+        load_benchmark("readme_results").update_readme(readme, tmp_path)
 
 
 def test_compare_target_gain_over_one_point_met_else_not():
-    target = _module("compare").target_verdict
+    target = load_benchmark("compare").target_verdict
     a = {"test": 0.900, "macs": 100}
     near = target({"a": a, "b": {"test": 0.895, "macs": 101}, "b15": {"test": 0.91, "macs": 150}})
     assert not near["met"] and "NOT met" in near["verdict"]
@@ -167,7 +160,7 @@ def test_readme_results_ssd_renders_splits_macs_and_latency():
         "detection_latency": [{"artifact": "model_int8_nms.tflite", **lat}],
         "export_passed": {"tflite_int8": True, "onnx": False},
     }
-    text = _module("readme_results")._renderer("ssd_gtsdb_synthetic")(result)
+    text = load_benchmark("readme_results")._renderer("ssd_gtsdb_synthetic")(result)
     assert "| pruned | 0.900 | 0.900 | 0.885 | 0.450 | 100.000 M | 250 |" in text
     assert "| model_int8_nms.tflite | 30.0 | 10.0 | 3.00× |" in text
     assert "MACs ↓ 4.00×" in text and "onnx NO, tflite_int8 yes" in text

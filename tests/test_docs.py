@@ -1,10 +1,11 @@
 """The README and docs: every config listed with its docstring, links resolve, nothing external."""
 
 import ast
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
+
+from conftest import load_benchmark
 
 from afp_tf import resources
 from afp_tf.run import config_lib
@@ -33,11 +34,7 @@ def test_readme_lists_every_config_with_its_docstring_line():
 
 
 def test_readme_results_and_results_page_are_what_the_generator_writes():
-    spec = importlib.util.spec_from_file_location(
-        "readme_results", ROOT / "benchmarks" / "readme_results.py"
-    )
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
+    generator = load_benchmark("readme_results")
     assert generator.main(["--check"]) == 0, "run: python benchmarks/readme_results.py"
 
 

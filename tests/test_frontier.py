@@ -1,6 +1,5 @@
 """benchmarks/frontier.py: the ladder interpolation, the result file's keys and the plan's order."""
 
-import importlib.util
 import json
 import math
 import sys
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import ml_collections
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -31,10 +31,7 @@ RUN_KEYS = {
 
 
 def _frontier():
-    spec = importlib.util.spec_from_file_location("frontier", REPO / "benchmarks" / "frontier.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("frontier")
 
 
 def test_frontier_reduction_interpolates_in_log_reduction_between_ladder_points():

@@ -1,22 +1,17 @@
 """benchmarks/readme_results.py on small hand-made result files: headline, results page, check."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location(
-        "readme_results", REPO / "benchmarks" / "readme_results.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("readme_results")
 
 
 def _cfg(rule="adaptive", accept=0.1, width=1.0, train_subset=0):

@@ -1,12 +1,12 @@
 """benchmarks/seeds.py: the result file's exact keys, mean ± sd and the honesty count."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import ml_collections
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -31,10 +31,7 @@ KEYS = {
 
 
 def _seeds():
-    spec = importlib.util.spec_from_file_location("seeds", REPO / "benchmarks" / "seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("seeds")
 
 
 def _record(method, seed, test, macs, eps=0.01):
@@ -89,11 +86,7 @@ def test_write_result_has_exact_keys_and_summary(tmp_path, monkeypatch):
 
 
 def test_readme_renders_mean_sd_and_honesty(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "readme_results", REPO / "benchmarks" / "readme_results.py"
-    )
-    readme = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readme)
+    readme = load_benchmark("readme_results")
     seeds = _seeds()
     runs = [_record("afp_tf", 0, 0.885, 100_000), _record("afp_tf", 1, 0.875, 50_000)]
     d = {
@@ -127,12 +120,7 @@ def test_readme_renders_mean_sd_and_honesty(tmp_path):
 
 
 def _targets():
-    spec = importlib.util.spec_from_file_location(
-        "seeds_targets", REPO / "benchmarks" / "seeds_targets.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("seeds_targets")
 
 
 def _result(model, runs):
