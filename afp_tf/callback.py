@@ -194,7 +194,7 @@ class AFPCallback(keras.callbacks.Callback):
         self.candidates = {}
         if not plan.recover_only:
             self.candidates = round_candidates(
-                self._weights, plan, opts, divisions=self._divisions, macs_per_filter=self._macs
+                self._weights, plan, opts, divisions=self._divisions, filter_macs=self._macs
             )
         self._penalty.set_strength(plan.strength)
         self._penalty.set_candidates(self.candidates)

@@ -308,7 +308,7 @@ class Pruner:
                 with self.strategy.scope():
                     macs = macs_per_filter(work, work_analysis)
             candidates = round_candidates(
-                weights, plan, opts, divisions=divisions, macs_per_filter=macs
+                weights, plan, opts, divisions=divisions, filter_macs=macs
             )
             if not candidates:
                 return "no candidates", None, info
@@ -424,7 +424,7 @@ def round_candidates(
     options: PruneOptions,
     *,
     divisions: Mapping[str, int] | None = None,
-    macs_per_filter: Mapping[str, float] | None = None,
+    filter_macs: Mapping[str, float] | None = None,
 ) -> dict[str, list[int]]:
     """The candidates of one round, as the pruner and ``AFPCallback`` both choose them.
 
@@ -438,16 +438,16 @@ def round_candidates(
       plan: the controller's plan of the round (not a recovery-only one).
       options: the pruning options.
       divisions: as for :func:`afp.select_candidates`.
-      macs_per_filter: group name -> MACs one filter's removal saves; needed for
+      filter_macs: group name -> MACs one filter's removal saves; needed for
         ``cost="macs"`` (:func:`macs_per_filter`).
     """
     if plan.recover_only:
         raise ValueError("A recovery-only round selects no candidates.")
     scores = afp.filter_importance(weights, normalize=options.importance)
     if options.cost == "macs":
-        if macs_per_filter is None:
+        if filter_macs is None:
             raise ValueError("cost='macs' needs the MACs per filter of every group.")
-        scores = afp.per_cost(scores, macs_per_filter)
+        scores = afp.per_cost(scores, filter_macs)
     return afp.select_candidates(
         scores,
         quantile=plan.quantile,
