@@ -29,7 +29,7 @@ from afp_tf.detection import frcnn_task  # noqa: E402
 from afp_tf.detection.frcnn_decode import evaluate_frcnn  # noqa: E402
 
 CONFIG = "frcnn_coco_synthetic"
-TIMED = ("model_fp32_nms.tflite", "model_fp16_nms.tflite")
+TIMED = ("model_fp32_nms.tflite", "model_fp16_nms.tflite", "model_int8_nms.tflite")
 
 
 def evaluate_map(cfg, workdir: Path) -> tuple[dict, dict]:

@@ -49,7 +49,7 @@ def get_config(arg=None):
     c.prune.max_rounds = 5
     c.prune.recovery_epochs = 3
     c.prune.finetune_epochs = 2
-    c.export.formats = "saved_model,tflite_fp32,tflite_fp16,onnx"
+    c.export.formats = "saved_model,tflite_fp32,tflite_fp16,tflite_int8,onnx"
     c = config_lib.with_arg(c, arg)
     if arg == "quick":
         c.data.synthetic_train = 32

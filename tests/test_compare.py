@@ -141,7 +141,10 @@ def test_compare_target_gain_over_one_point_met_else_not():
 def test_readme_results_ssd_renders_splits_macs_and_latency():
     model = {"params": 1000}
     maps = {s: {"map50": 0.9, "map": 0.5} for s in ("val", "accept", "test")}
-    small = {**maps, "test": {"map50": 0.885, "map": 0.45}}
+    scored = {"scored": ["danger", "mandatory"], "map50_all": 0.7}
+    maps["test"] |= {**scored, "ap_per_class": {"danger": 0.95, "mandatory": 0.85, "other": 0.3}}
+    small = {**maps, "test": {"map50": 0.885, "map": 0.45, **scored}}
+    small["test"]["ap_per_class"] = {"danger": 0.9, "mandatory": 0.87, "other": 0.2}
     lat = {"baseline_ms": 30.0, "pruned_ms": 10.0, "speedup": 3.0}
     result = {
         "data": "synthetic",
@@ -161,6 +164,9 @@ def test_readme_results_ssd_renders_splits_macs_and_latency():
         "export_passed": {"tflite_int8": True, "onnx": False},
     }
     text = load_benchmark("readme_results")._renderer("ssd_gtsdb_synthetic")(result)
-    assert "| pruned | 0.900 | 0.900 | 0.885 | 0.450 | 100.000 M | 250 |" in text
+    assert "| pruned | 0.900 | 0.900 | 0.885 | 0.700 | 0.450 | 100.000 M | 250 |" in text
+    assert "scored categories (danger, mandatory)" in text
+    assert "| baseline | 0.950 | 0.850 | 0.300 |" in text  # test AP per category
+    assert "| pruned | 0.900 | 0.870 | 0.200 |" in text
     assert "| model_int8_nms.tflite | 30.0 | 10.0 | 3.00× |" in text
     assert "MACs ↓ 4.00×" in text and "onnx NO, tflite_int8 yes" in text

@@ -101,6 +101,20 @@ def test_ssd_loss_hard_negatives_three_per_positive():
     np.testing.assert_allclose(per_example.numpy(), [expected], rtol=1e-4)
 
 
+def test_ssd_loss_min_negatives_raises_the_negatives_of_an_image():
+    anchors = anchors_lib.AnchorSpec((16,), ((16.0,),)).boxes(64, 64)
+    y = _packed([])[None]  # no sign: neg_pos_ratio alone gives 3 negatives
+    logits = np.zeros((1, len(anchors), 6), np.float32)
+    logits[..., 5] = 5.0  # every negative costs the same CE
+    pred = np.concatenate([np.zeros((1, len(anchors), 4), np.float32), logits[..., 4:]], -1)
+    ce_neg = np.log1p(np.exp(5.0))
+    for min_negatives, expected in ((0, 3), (10, 10), (10_000, len(anchors))):
+        loss = SSDLoss(anchors, num_classes=1, min_negatives=min_negatives, reduction=None)
+        np.testing.assert_allclose(loss(tf.constant(y), pred).numpy(), [expected * ce_neg], 1e-4)
+    with pytest.raises(ValueError, match="min_negatives"):
+        SSDLoss(anchors, num_classes=1, min_negatives=-1)
+
+
 def test_decode_predictions_returns_the_true_boxes():
     anchors = default_boxes(64)
     y = _packed([[0.1, 0.1, 0.3, 0.3, 0], [0.5, 0.5, 0.9, 0.8, 1]])[None]

@@ -35,7 +35,13 @@ def _ssd_loss():
     from afp_tf.detection.loss import SSDLoss
 
     spec = AnchorSpec.for_object_sizes(8, 32)
-    args = {"num_classes": 3, "neg_pos_ratio": 2.0, "iou_threshold": 0.4, "name": "ssd"}
+    args = {
+        "num_classes": 3,
+        "neg_pos_ratio": 2.0,
+        "min_negatives": 5,
+        "iou_threshold": 0.4,
+        "name": "ssd",
+    }
     loss = SSDLoss(spec, image_size=(32, 32), **args)
     rng = np.random.default_rng(1)
     y_pred = tf.constant(rng.normal(size=(2, len(loss.boxes), 8)), tf.float32)

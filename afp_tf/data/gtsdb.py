@@ -21,13 +21,12 @@ over the three categories the GTSDB competition scores (prohibitory, danger, man
 
 Config keys read from ``cfg.data`` (defaults in :data:`DEFAULTS` when absent): ``source``
 (``auto``/``local``: the real set, downloaded if allowed; ``synthetic``: generated in the same
-layout), ``data_dir``, ``download``, ``url``, ``sha256``, ``labels``, ``image_size`` (training
-crop side), ``crops_per_image``, ``negative_crops`` (fraction of crops placed anywhere),
-``max_boxes``, ``batch_size``, ``eval_batch_size``, ``val_fraction``, ``accept_fraction``, ``seed``,
-``scoring``,
+layout), ``data_dir``, ``download``, ``url``, ``sha256``, ``labels``, ``image_size`` (training crop
+side), ``crops_per_image``, ``negative_crops`` (fraction of crops placed anywhere),
+``salient_crops`` (fraction placed around sign-coloured background, 0 = none), ``max_boxes``,
+``batch_size``, ``eval_batch_size``, ``val_fraction``, ``accept_fraction``, ``seed``, ``scoring``,
 ``synthetic_images``, ``synthetic_scale`` (synthetic frame size relative to 1360x800),
-``synthetic_sign_scale`` (sign size relative to the native 16-128 px; 1 by default).
-"""
+``synthetic_sign_scale`` (sign size relative to the native 16-128 px; 1 by default)."""
 
 from __future__ import annotations
 
@@ -284,6 +283,7 @@ def load_gtsdb(cfg) -> DetectionData:
         crop_size=crop,
         crops_per_image=int(_option(data_cfg, "crops_per_image")),
         negative_fraction=float(_option(data_cfg, "negative_crops")),
+        salient_fraction=float(data_cfg.get("salient_crops", 0.0) or 0.0),
         batch_size=int(data_cfg.batch_size),
         seed=int(data_cfg.seed),
         **common,

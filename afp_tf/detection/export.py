@@ -158,7 +158,7 @@ def export_detector(
             fmt, path, val_x, val_y, keras_raw, keras_map, meta, post
         ),
         output_name=OUTPUT_NAME,
-        writers={"tflite_int8": _write_int8},
+        writers={"tflite_int8": quantize.write_int8_tflite},
     )
     int8 = report["formats"].get("tflite_int8", {}).get("status") not in (None, "skipped")
     report["postprocessing"] = _export_nms(
@@ -254,12 +254,6 @@ def nms_function(model: keras.Model, meta: dict):
     return detect
 
 
-def _write_int8(saved_model: Path, path: Path, representative) -> None:
-    """Writes the full-integer TFLite of ``saved_model`` (:mod:`afp_tf.detection.quantize`)."""
-    with io_utils.atomic_path(path) as tmp:
-        tmp.write_bytes(quantize.to_int8_tflite(str(saved_model), representative))
-
-
 def _export_nms(
     model,
     out: Path,
@@ -295,7 +289,7 @@ def _export_nms(
     int8, int8_failure = out / NMS_ARTIFACTS["tflite_int8_nms"], None
     if int8_representative is not None:
         try:
-            _write_int8(saved, int8, int8_representative)
+            quantize.write_int8_tflite(saved, int8, int8_representative)
             artifacts.append(("tflite_int8_nms", int8, "tflite_int8"))
         except Exception as e:  # noqa: BLE001 - one artifact's failure must not stop the others
             int8_failure = f"int8 conversion failed: {str(e).strip().splitlines()[0]}"

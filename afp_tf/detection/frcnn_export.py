@@ -18,11 +18,19 @@ reorders near-tied scores. fp16 weights change numerics by design (the RPN score
 ranking picks the proposals, among them): like the SSD's fp16, its mAP@0.5 may fall at most
 ``MAP_TOLERANCE`` below the Keras model's. The report lists mAP@0.5 and mAP@[.5:.95] of each.
 
+Full integer: ``tflite_int8`` gives ``model_int8_nms.tflite``, the whole detector as above
+with the backbone, FPN, RPN convolutions and the box head's fully connected layers in int8
+(weights per channel, activations calibrated on ``representative`` training images), their
+outputs dequantised and the proposal decoding, Fast NMS, ROI Align (its ``BATCH_MATMUL``),
+class-wise decoding and the final NMS in float (:mod:`afp_tf.detection.quantize`, the SSD's
+conversion). Like the SSD's int8 artifacts its mAP@0.5 may fall at most ``MAP_TOLERANCE``
+below the Keras model's; the report counts the ops run in int8 and in float (``int8_ops``).
+Without representative images it is skipped. ``tflite_dynamic_int8`` is not offered.
+
 ONNX: tf2onnx maps ``NonMaxSuppressionV5`` to ONNX ``NonMaxSuppression``; should a converter
 lack an op, the report names it, and the post-processing can be run outside instead: export
 the raw packed output (the Keras model itself) and apply
 :func:`~afp_tf.detection.frcnn_decode.detection_function` to it.
-Integer formats are not offered (the proposal and ROI stages are float by nature).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from afp_tf.detection import quantize
 from afp_tf.detection.frcnn_decode import (
     Layout,
     candidates_function,
@@ -64,9 +73,13 @@ ARTIFACTS = {
     "tflite_fp32": "model_fp32_nms.tflite",
     "tflite_fp16": "model_fp16_nms.tflite",
     "onnx": "model_nms.onnx",
+    "tflite_int8": "model_int8_nms.tflite",
 }
 SUPPORTED = tuple(ARTIFACTS)
-MAP_TOLERANCE = {"tflite_fp16": 0.005}  # formats judged by mAP@0.5; the rest by detections
+# Formats judged by mAP@0.5 (the rest by detections); int8 as the SSD's int8 artifacts.
+MAP_TOLERANCE = {"tflite_fp16": 0.005, "tflite_int8": 0.05}
+NO_CALIBRATION = "skipped: no representative training images to calibrate int8"
+INT8_REPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL")
 _KEYS = ("boxes", "scores", "classes", "num_detections")
 
 
@@ -142,7 +155,7 @@ def export_frcnn(
     val_x: np.ndarray,
     val_y: np.ndarray,
     tolerances: Mapping[str, Mapping[str, float | None]] | None = None,
-    representative: np.ndarray | None = None,  # noqa: ARG001 - no calibrated formats
+    representative: np.ndarray | None = None,
     data_note: str | None = None,
 ) -> dict:
     """Writes and verifies the detection artifacts of a Faster R-CNN (module docstring).
@@ -156,7 +169,7 @@ def export_frcnn(
         tolerances: ``{format: {check: value}}`` replacing the defaults: ``max_rel_diff``
             of the fp32 formats' detection check, ``max_metric_drop`` (mAP@0.5) of the
             formats of ``MAP_TOLERANCE`` (module docstring).
-        representative: unused (accepted for the ``Task.exporter`` interface).
+        representative: training images calibrating ``tflite_int8`` (None skips it).
         data_note: recorded in the report.
 
     Returns:
@@ -189,13 +202,22 @@ def export_frcnn(
                 fmt, "skipped", f"{name} is not offered for Faster R-CNN"
             )
             continue
+        if fmt.needs_calibration and (representative is None or len(representative) == 0):
+            results[f"{name}_nms"] = not_written(fmt, "skipped", NO_CALIBRATION)
+            continue
         path = out / ARTIFACTS[name]
         try:
-            if name != "saved_model":
+            if fmt.needs_calibration:
+                quantize.write_int8_tflite(saved, path, representative)
+            elif name != "saved_model":
                 convert(name, saved, path, None, layer_names(model))
             results[f"{name}_nms"] = _verify(
                 fmt, path, val_x, val_y, keras_candidates, keras_metric, layout
             )
+            if fmt.needs_calibration:
+                results[f"{name}_nms"]["int8_ops"] = quantize.op_precision(
+                    path.read_bytes(), INT8_REPORTED
+                )
         except Exception as e:  # noqa: BLE001 - one format's failure must not stop the others
             logging.warning("%s export failed: %s", name, e)
             results[f"{name}_nms"] = not_written(fmt, "failed", str(e).strip().splitlines()[0])

@@ -60,7 +60,8 @@ class SSDLoss(keras.losses.Loss):
     """Smooth-L1 box loss on positives + cross-entropy with ``neg_pos_ratio``:1 hard negatives.
 
     Per image: ``(L_loc + L_conf) / max(num_positives, 1)``. Images without a sign still
-    contribute their ``neg_pos_ratio`` hardest negatives (as if they had one positive).
+    contribute their ``neg_pos_ratio`` hardest negatives (as if they had one positive), and
+    every image at least its ``min_negatives`` hardest ones.
 
     Args:
       anchors: the model's default boxes: an :class:`~afp_tf.detection.anchors.AnchorSpec`
@@ -68,6 +69,8 @@ class SSDLoss(keras.losses.Loss):
         ``image_size``, or a fixed ``(A, 4)`` relative ``xyxy`` array.
       num_classes: object classes without background.
       neg_pos_ratio: hard negatives per positive (3 in the paper).
+      min_negatives: fewest hard negatives per image (0: only ``neg_pos_ratio``), so that a
+        crop with one sign and a sign-like background object still learns to reject it.
       iou_threshold: matching IoU.
       image_size: ``(height, width)`` of the training inputs (needed with an ``AnchorSpec``).
     """
@@ -77,6 +80,7 @@ class SSDLoss(keras.losses.Loss):
         anchors,
         num_classes: int,
         neg_pos_ratio: float = 3.0,
+        min_negatives: int = 0,
         iou_threshold: float = 0.5,
         image_size: tuple[int, int] | None = None,
         name: str = "ssd_loss",
@@ -92,6 +96,11 @@ class SSDLoss(keras.losses.Loss):
         self.boxes = anchors_lib.resolve(anchors, *(self.image_size or (0, 0)))
         self.num_classes = int(num_classes)
         self.neg_pos_ratio = float(neg_pos_ratio)
+        self.min_negatives = int(min_negatives)
+        if self.neg_pos_ratio < 0 or self.min_negatives < 0:
+            raise ValueError(
+                f"neg_pos_ratio ({neg_pos_ratio}) and min_negatives ({min_negatives}) must be >= 0."
+            )
         self.iou_threshold = float(iou_threshold)
 
     def call(self, y_true, y_pred):
@@ -115,7 +124,7 @@ class SSDLoss(keras.losses.Loss):
         neg_ce = tf.where(positive, -1.0, ce)  # positives sort last
         rank = tf.argsort(tf.argsort(neg_ce, axis=1, direction="DESCENDING"), axis=1)
         num_neg = tf.minimum(
-            self.neg_pos_ratio * tf.maximum(num_pos, 1.0),
+            tf.maximum(self.neg_pos_ratio * tf.maximum(num_pos, 1.0), float(self.min_negatives)),
             tf.reduce_sum(1.0 - pos_f, axis=1),
         )
         hard = tf.logical_and(tf.cast(rank, tf.float32) < num_neg[:, None], ~positive)
@@ -133,5 +142,6 @@ class SSDLoss(keras.losses.Loss):
             "image_size": self.image_size,
             "num_classes": self.num_classes,
             "neg_pos_ratio": self.neg_pos_ratio,
+            "min_negatives": self.min_negatives,
             "iou_threshold": self.iou_threshold,
         }

@@ -1,19 +1,20 @@
 """The detection task of a run: GTSDB data, an SSD builder, the SSD loss and mAP evaluation.
 
 Config keys beyond the base config (read with defaults when absent): ``model.backbone``
-(``mobilenet`` | ``vgg16``), ``model.head_depth`` (1), the default-box range
-``model.min_size`` / ``model.max_size`` in pixels (16 / 128: GTSDB's sign sizes) with
-``model.scales_per_octave`` (3), and the ``data`` keys of :mod:`afp_tf.data.gtsdb`. The model
-trains on native-resolution crops and is evaluated on full frames. The decision metric is
-``map50`` (mAP@0.5; on the acceptance split when ``data.accept_fraction`` > 0, else on
-validation) over the classes ``data.scoring`` chooses: ``competition`` (default) the three
-categories the GTSDB competition scores (prohibitory, danger, mandatory), ``all`` every class;
-``map50_all`` beside it is always over every class. ``map`` is COCO mAP@[.5:.95]. The run
-report adds, per split, AP@0.5 by class name (``ap_per_class``) and confusion counts at IoU
-0.5 (``confusion``: class swaps, background detections, missed signs; see
-:class:`afp_tf.detection.metrics.ConfusionCounts`). mAP is not a proportion of independent
-trials, so the binomial acceptance margin (``prune.margin_z``) does not apply: the margin is 0
-and the held-out acceptance split is what keeps recovery's early stopping out of the decision.
+(``mobilenet`` | ``vgg16``), ``model.head_depth`` (1), the default-box range ``model.min_size`` /
+``model.max_size`` in pixels (16 / 128: GTSDB's sign sizes) with ``model.scales_per_octave`` (3),
+the loss's hard negatives ``model.neg_pos_ratio`` (3 per positive) and ``model.min_negatives`` (0:
+fewest per image), and the ``data`` keys of :mod:`afp_tf.data.gtsdb`. The model trains on native-
+resolution crops and is evaluated on full frames. The decision metric is ``map50`` (mAP@0.5; on the
+acceptance split when ``data.accept_fraction`` > 0, else on validation) over the classes
+``data.scoring`` chooses: ``competition`` (default) the three categories the GTSDB competition
+scores (prohibitory, danger, mandatory), ``all`` every class; ``map50_all`` beside it is always over
+every class. ``map`` is COCO mAP@[.5:.95]. The run report adds, per split, AP@0.5 by class name
+(``ap_per_class``) and confusion counts at IoU 0.5 (``confusion``: class swaps, background
+detections, missed signs; see :class:`afp_tf.detection.metrics.ConfusionCounts`). mAP is not a
+proportion of independent trials, so the binomial acceptance margin (``prune.margin_z``) does not
+apply: the margin is 0 and the held-out acceptance split is what keeps recovery's early stopping out
+of the decision.
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ def load(cfg) -> TaskData:
         class_names=data.class_names,
     )
     task = Task(
-        loss=SSDLoss(anchors, data.num_classes, image_size=data.input_shape[:2]),
+        loss=SSDLoss(
+            anchors,
+            data.num_classes,
+            neg_pos_ratio=float(_get(cfg.model, "neg_pos_ratio", 3.0)),
+            min_negatives=int(_get(cfg.model, "min_negatives", 0)),
+            image_size=data.input_shape[:2],
+        ),
         metrics=list,
         metric_name="map50",
         evaluator=lambda trainer, ds: evaluate(trainer.model, ds),

@@ -303,6 +303,8 @@ def detection_config() -> ml_collections.ConfigDict:
     c.model.min_size = 16  # default boxes from 16 to 128 px (GTSDB's sign sizes)
     c.model.max_size = 128
     c.model.scales_per_octave = 3
+    c.model.neg_pos_ratio = 3.0  # the loss's hard negatives per positive
+    c.model.min_negatives = 0  # fewest hard negatives per training crop (0 = ratio only)
     c.data.name = "gtsdb"
     c.data.data_dir = "~/.cache/afp_tf/gtsdb"
     c.data.url = (
@@ -310,6 +312,7 @@ def detection_config() -> ml_collections.ConfigDict:
     )
     c.data.sha256 = ""  # set to check the archive
     c.data.labels = "categories"  # categories (4 super-categories) | classes (43)
+    c.data.salient_crops = 0.0  # share of training crops around sign-coloured background
     # mAP (the decision metric) over: competition (prohibitory, danger, mandatory: what the
     # GTSDB competition scores) | all (every label, "other" included); map50_all is reported
     c.data.scoring = "competition"
