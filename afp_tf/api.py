@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from typing import Any
 
 import keras
@@ -11,10 +12,11 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import stats, surgery
+from afp_tf.export import latency_model
 from afp_tf.method import prc
 from afp_tf.method.options import PruneOptions, check_renamed
 from afp_tf.method.pruner import Pruner, filters_per_group
-from afp_tf.train import training
+from afp_tf.train import precision, training
 from afp_tf.train.task import Task
 
 # PruneOptions fields that only the main job uses (it fine-tunes and sets the
@@ -52,7 +54,11 @@ class PruneResult:
       accept_floor: ``floor + margin``, what every accepted round's metric reached.
       params, macs: ``(before, after)`` pairs.
       filters: per prunable group, ``(before, after)`` filter counts.
-      rounds, stop_reason, history: how the pruning went, round by round.
+      rounds, stop_reason, history: how the pruning went, round by round (``stop_reason``
+        names the limit that stopped it, e.g. ``"latency target"``).
+      predicted_ms: the returned model's batch-1 latency in ``latency_format`` predicted by the
+        latency table (None without one: neither ``cost="latency"`` nor a latency target).
+      latency_target_ms: the latency target (None: off).
     """
 
     model: keras.Model
@@ -67,6 +73,8 @@ class PruneResult:
     rounds: int
     stop_reason: str | None
     history: list[dict[str, Any]]
+    predicted_ms: float | None = None
+    latency_target_ms: float | None = None
 
 
 def prune(
@@ -113,7 +121,10 @@ def prune(
       orth_beta: strength of the orthogonality regulariser (0 = off).
       progress: show progress bars.
       **prune_options: any field of ``afp_tf.method.options.PruneOptions`` (``p_max``,
-        ``shrink_epochs``, ``recovery_epochs``, ``max_rounds``, ``rule``, ...).
+        ``shrink_epochs``, ``recovery_epochs``, ``max_rounds``, ``rule``, ...). With
+        ``cost="latency"`` or ``latency_target_ms`` the latency table is ``latency_table`` (a
+        JSON measured elsewhere, e.g. on the target device), else measured on this machine
+        first (``afp_tf.export.latency_model.measure_table``, into a temporary folder).
 
     Returns:
       A :class:`PruneResult`; ``result.model`` never scores below ``result.accept_floor`` on
@@ -121,8 +132,9 @@ def prune(
 
     Raises:
       ValueError: missing ``val_data``, no loss or metric to use, unbatched or infinite
-        decision data, a bad option value, a margin not below the tolerance;
-        ``afp_tf.surgery.SurgeryError`` for a model the surgery cannot handle.
+        decision data, a bad option value, a margin not below the tolerance, a latency table
+        of another model or format; ``afp_tf.surgery.SurgeryError`` for a model the surgery
+        cannot handle.
       TypeError: an unknown option, or data of an unsupported type.
     """
     if val_data is None:
@@ -155,6 +167,15 @@ def prune(
     if options.margin_z and is_proportion(task.metrics()[0]):
         decided = (accept_data, accept_ds) if accept_data is not None else (val_data, val_ds)
         decision_size = _examples(*decided)
+    latency = None
+    if options.needs_latency:
+        with tempfile.TemporaryDirectory(prefix="afp_tf_latency_") as tmp:
+            latency = latency_model.load_or_measure(
+                precision.as_float32(model),
+                options.latency_format,
+                tmp,
+                table=options.latency_table,
+            )
 
     pruner = Pruner(
         options=options,
@@ -169,6 +190,7 @@ def prune(
         orth_beta=orth_beta,
         steps_per_epoch=steps_per_epoch,
         progress=progress,
+        latency=latency,
     )
     stats_before = stats.model_stats(model)
     state = pruner.start(model, stats_before.macs)
@@ -195,6 +217,8 @@ def prune(
         rounds=state.round,
         stop_reason=state.stop_reason,
         history=state.history,
+        predicted_ms=None if latency is None else latency.predict(pruned),
+        latency_target_ms=options.latency_target_ms or None,
     )
 
 

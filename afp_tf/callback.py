@@ -33,6 +33,8 @@ _OPTIONS = (
     "cost",
     "margin_z",
 )
+# Latency needs a table measured on the whole model's probes: afp_tf.prune and the main job only.
+_LATENCY_OPTIONS = ("latency_target_ms", "latency_format", "latency_table")
 
 
 class _FilterPenalty(keras.regularizers.Regularizer):
@@ -86,7 +88,9 @@ class AFPCallback(keras.callbacks.Callback):
         ``min_filters``, ``round_to``, ``max_group_fraction``, ``delta_w``, ``delta_lambda``,
         ``margin_z``); each epoch is reported to the controller as a round (accepted while the
         accept floor holds). ``cost="macs"`` divides importance by the MACs one filter of each
-        group costs, measured once when ``fit`` begins.
+        group costs, measured once when ``fit`` begins. ``cost="latency"`` and the latency
+        options (``latency_target_ms``, ...) are not supported here (a ValueError): they need a
+        latency table, which ``afp_tf.prune`` and the main job measure.
 
     Attributes:
       margin, accept_floor: after the baseline epoch, the margin (0 = none) and
@@ -117,6 +121,14 @@ class AFPCallback(keras.callbacks.Callback):
                 f"validation_size must be an int >= 1 or None, got {validation_size!r}."
             )
         check_renamed(options)
+        latency = sorted(set(options) & set(_LATENCY_OPTIONS))
+        if options.get("cost") == "latency" or latency:
+            what = latency[0] if latency else "cost='latency'"
+            raise ValueError(
+                f"AFPCallback does not support {what}: "
+                "pruning to latency needs a latency table of the whole model; use afp_tf.prune "
+                "or the main job (afp-tf) instead."
+            )
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
             raise TypeError(
@@ -194,7 +206,7 @@ class AFPCallback(keras.callbacks.Callback):
         self.candidates = {}
         if not plan.recover_only:
             self.candidates = round_candidates(
-                self._weights, plan, opts, divisions=self._divisions, filter_macs=self._macs
+                self._weights, plan, opts, divisions=self._divisions, filter_cost=self._macs
             )
         self._penalty.set_strength(plan.strength)
         self._penalty.set_candidates(self.candidates)

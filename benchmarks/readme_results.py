@@ -364,13 +364,14 @@ def _lenet_row(d: dict) -> dict:
 def _detector_row(model: str) -> Callable[[dict], dict]:
     def row(d: dict) -> dict:
         drop = 100 * (d["map"]["baseline"]["test"]["map50"] - d["map"]["pruned"]["test"]["map50"])
+        scored = d["map"]["baseline"]["test"].get("scored")
         return {
             "model": f"{model} (`{d['config']}`)",
             "data": d["data"].split(" (")[0],
             "eps": f"{d['tolerance']:g}",
             "macs": _x(d["macs_reduction"]),
             "params": _x(d["params_reduction"]),
-            "drop": _drop(drop, "mAP@0.5"),
+            "drop": _drop(drop, f"{len(scored)}-category mAP@0.5" if scored else "mAP@0.5"),
             "latency": _lat(_pick_latency(d)),
         }
 
@@ -387,6 +388,121 @@ def _latency_row(d: dict) -> dict:
         "params": _x(d["params"][0] / d["params"][1]),
         "latency": _lat(_pick_latency(d)),
     }
+
+
+def _latency_budget_row(d: dict) -> dict:
+    """The cost=latency run at the tightest target the tolerance let it meet (else the
+    tightest one)."""
+    runs = [r for r in d["runs"] if r["cost"] == "latency"]
+    met = [r for r in runs if r["met"]] or runs
+    r = min(met, key=lambda r: r["target_ms"])
+    return {
+        "model": f"{d['model']} ×{d['width']:g}, cost=latency, target {r['target_ms']:.2f} ms",
+        "data": d["data"],
+        "eps": f"{r['tolerance']:g}",
+        "macs": _x(r["baseline_macs"] / r["macs"]),
+        "drop": _drop(100 * (r["baseline_test"] - r["test"])),
+        "latency": _lat({"speedup": r["baseline_ms"] / r["measured_ms"], "format": r["format"]}),
+    }
+
+
+def _latency_budget(d: dict) -> str:
+    """Every run: its target, predicted and measured latency, accuracy and MACs."""
+    rows = [
+        [
+            r["method"],
+            f"{r['target_fraction']:.3g}",
+            f"{r['target_ms']:.3f}",
+            f"{r['predicted_ms']:.3f}",
+            f"{r['measured_ms']:.3f} ({r['measured_p90_ms']:.3f})",
+            "yes" if r["met"] else "no",
+            f"{100 * r['prediction_error']:+.1f} %",
+            f"{r['predicted_ms_retimed']:.3f} ({100 * r['prediction_error_retimed']:+.1f} %)",
+            _pct(r["test"]),
+            _drop(100 * (r["baseline_test"] - r["test"])),
+            _x(r["baseline_macs"] / r["macs"]),
+            f"{r['rounds']} ({r['stop']})",
+            str(r["epochs"]),
+        ]
+        for r in sorted(d["runs"], key=lambda r: (r["seed"], -r["target_fraction"], r["method"]))
+    ]
+    base = d["runs"][0]
+    return "\n".join(
+        [
+            f"{d['model']} ×{d['width']:g} on {d['data']}; baseline measured "
+            f"{base['baseline_ms']:.3f} ms (p90 {base['baseline_p90_ms']:.3f}), predicted "
+            f"{base['baseline_predicted_ms']:.3f} ms (retimed table: "
+            f"{base['baseline_predicted_ms_retimed']:.3f}), test {_pct(base['baseline_test'])} %; "
+            f"{d['timing']}.\n",
+            _table(
+                [
+                    "method",
+                    "target ×",
+                    "target ms",
+                    "predicted ms",
+                    "measured ms (p90)",
+                    "met (≤ 1.05 × target)",
+                    "predicted vs measured",
+                    "predicted, retimed table (vs measured)",
+                    "test %",
+                    "test drop",
+                    "MACs ↓",
+                    "rounds (stop)",
+                    "epochs",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
+def _gtsdb_study_row(d: dict) -> dict:
+    """A measurement of the SSD's recipe (a diagnosis, fine-tune probes): no pruning columns."""
+    return {"model": f"SSD (`{d['config']}`), recipe study", "data": "synthetic GTSDB layout"}
+
+
+def _gtsdb_diagnosis(d: dict) -> str:
+    """Per model: validation AP and background detections per category, and the
+    counterfactual scenes' AP per category."""
+    names = sorted(next(iter(d["models"].values()))["val"]["ap_per_class"])
+    rows = []
+    for model, m in sorted(d["models"].items()):
+        sets = [("validation", m["val"], m["val"]["confusion"]["background"])]
+        sets += [(f"{d['frames']} new scenes: {k}", v, v["background"])
+                 for k, v in m["counterfactual"].items()]  # fmt: skip
+        for label, v, background in sets:
+            rows.append(
+                [model, label, f"{v['map50']:.3f}"]
+                + [
+                    f"{v['ap_per_class'].get(n, float('nan')):.3f} ({background.get(n, 0)})"
+                    for n in names
+                ]  # fmt: skip
+            )
+    header = ["model", "frames", "mAP@0.5", *(f"{n} AP (background)" for n in names)]
+    return (
+        "AP@0.5 per category, in brackets the background detections labelled with it (score "
+        "≥ 0.5); the counterfactual scenes are the same random draws with the named generator "
+        "ingredient changed.\n\n" + _table(header, rows)
+    )
+
+
+def _gtsdb_probe(d: dict) -> str:
+    """Every fine-tune probe: its overrides and validation scores."""
+    names = sorted(d["probes"][0]["val"]["ap_per_class"])
+    rows = [
+        [
+            p["name"],
+            ", ".join(p["overrides"]) or "(none)",
+            str(p["epochs"]),
+            f"{p['val']['map50']:.3f}",
+        ]
+        + [
+            f"{p['val']['ap_per_class'][n]:.3f} ({p['val']['background'].get(n, 0)})" for n in names
+        ]  # fmt: skip
+        for p in d["probes"]
+    ]
+    header = ["probe", "overrides", "epochs", "val mAP@0.5", *(f"{n} AP (bg)" for n in names)]
+    return f"Fine-tunes from `{d['baseline']}/baseline.keras`.\n\n" + _table(header, rows)
 
 
 def _coverage_row(d: dict) -> dict:
@@ -464,8 +580,11 @@ def _kind(stem: str) -> tuple[Callable[[dict], str], Callable[[dict], dict], int
             ("lenet5_fashion_mnist", _lenet, _lenet_row),
             ("surgery_speed", _surgery, _surgery_speed_row),
             ("surgery_coverage", _coverage, _coverage_row),
+            ("latency_budget", _latency_budget, _latency_budget_row),
             ("latency_", _latency, _latency_row),
             ("ssd_", _ssd, _detector_row("SSD")),
+            ("gtsdb_class_diagnosis", _gtsdb_diagnosis, _gtsdb_study_row),
+            ("gtsdb_finetune_probe", _gtsdb_probe, _gtsdb_study_row),
             ("frcnn_", _frcnn, _detector_row("Faster R-CNN + FPN")),
         )
     ):
@@ -650,21 +769,38 @@ def _latency(d: dict) -> str:
 
 
 def _ssd(d: dict) -> str:
-    """Detector: mAP per split, MACs per full frame and full-frame latency, before/after."""
+    """Detector: mAP per split (the scored categories, all four beside them), AP per category,
+    MACs per full frame and full-frame latency, before/after."""
     maps, frame = d["map"], d["macs_per_frame"]
     splits = [s for s in ("val", "accept", "test") if s in maps["baseline"]]
     rows = [
         [name, *(f"{maps[name][s]['map50']:.3f}" for s in splits)]
-        + [f"{maps[name]['test']['map']:.3f}", _m(frame[name]), f"{d[name]['params']:,}"]
+        + [f"{maps[name]['test']['map50_all']:.3f}", f"{maps[name]['test']['map']:.3f}"]
+        + [_m(frame[name]), f"{d[name]['params']:,}"]
         for name in ("baseline", "pruned")
     ]
-    header = ["model", *(f"{s} mAP@0.5" for s in splits), "test mAP@[.5:.95]", "MACs/frame"]
+    scored = ", ".join(maps["baseline"]["test"]["scored"])
+    header = [
+        "model",
+        *(f"{s} mAP@0.5" for s in splits),
+        "test mAP@0.5, all 4",
+        "test mAP@[.5:.95]",
+        "MACs/frame",
+    ]
+    classes = sorted(maps["baseline"]["test"]["ap_per_class"])
+    per_class = [
+        [name, *(f"{maps[name]['test']['ap_per_class'][c]:.3f}" for c in classes)]
+        for name in ("baseline", "pruned")
+    ]
     out = [
         f"{d['data']}, {frame['frame'][1]}×{frame['frame'][0]} frames; tolerance "
         f"{d['tolerance']:g} mAP@0.5 (decisions: {d['decision_metric']}); MACs ↓ "
         f"{d['macs_reduction']:.2f}×, params ↓ {d['params_reduction']:.2f}×, "
         f"{d['rounds']} rounds ({d['stop_reason']}), {d['wall_seconds']:.0f} s.\n",
+        f"mAP@0.5 over the scored categories ({scored}); the four-class figure beside it.\n",
         _table([*header, "params"], rows),
+        "Test AP@0.5 per category:\n",
+        _table(["model", *classes], per_class),
         "Full-frame latency, batch 1, one thread:\n",
         _table(
             ["artifact", "baseline ms", "pruned ms", "speed-up"],

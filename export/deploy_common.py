@@ -11,7 +11,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -44,14 +44,36 @@ def load_inputs(path: str | None, shape: tuple[int, ...], n: int) -> np.ndarray:
 
 def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> dict:
     """Median, 90th percentile and minimum of ``runs`` wall-clock timings after ``warmup``."""
+    (result,) = time_round_robin([fn], runs, warmup)
+    return result
+
+
+def time_round_robin(
+    fns: Sequence[Callable[[], object]], runs: int, warmup: int, block: int = 1
+) -> list[dict]:
+    """:func:`time_calls` of every one of ``fns``, taking turns so that drift of a shared CPU
+    (clock, other load) hits all alike. ``block`` > 1: each turn calls one function ``block``
+    times in a row and times all but the first, so that it is timed with its own weights in the
+    caches. Taking turns call by call times every model cold: a VGG-16 x0.25 table timed so put
+    the whole model at 0.549 ms, where timed in blocks of 10 beside its pruned copies it ran in
+    0.462 ms (benchmarks/results/latency_budget.json)."""
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    per_turn = max(block - 1, 1)
+    while len(times[0]) < runs:
+        for fn, timed in zip(fns, times, strict=True):
+            if block > 1:
+                fn()  # brings this model's weights back into the caches
+            for _ in range(min(per_turn, runs - len(timed))):
+                start = time.perf_counter()
+                fn()
+                timed.append((time.perf_counter() - start) * 1e3)
+    return [_summary(sorted(t), runs, warmup) for t in times]
+
+
+def _summary(times: list[float], runs: int, warmup: int) -> dict:
     return {
         "median_ms": statistics.median(times),
         "p90_ms": times[min(len(times) - 1, int(np.ceil(0.9 * len(times))) - 1)],

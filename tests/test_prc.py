@@ -145,6 +145,7 @@ def test_every_stop_reason_emitted_is_listed():
         _ctrl(max_failures=1).observe("failed", before=0.9, metric=0.8, removed_fraction=0.1),
         _ctrl(max_nonfinite=0).observe("non-finite"),
         _ctrl(macs_target=10.0).observe("accepted", before=0.9, metric=0.9, macs=5),
+        _ctrl(latency_target=2.0).observe("accepted", before=0.9, metric=0.9, latency=1.5),
         _ctrl().observe("too small"),
         _ctrl(min_headroom=0.5).observe("accepted", before=0.9, metric=0.885),
     }

@@ -1,6 +1,7 @@
 """Export: writes a model as SavedModel, TFLite and ONNX and verifies every artifact
-(``classifier``, ``artifacts``, ``checks``), draws calibration inputs, measures latency, and
-is the ``afp-tf-export`` command (``cli``; ``python -m afp_tf.export``).
+(``classifier``, ``artifacts``, ``checks``), draws calibration inputs, measures latency
+(``latency``) and predicts it from timed probes (``latency_model``), and is the
+``afp-tf-export`` command (``cli``; ``python -m afp_tf.export``).
 """
 
 import importlib

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from afp_tf import io_utils, resources
@@ -45,12 +46,22 @@ def measure_latency(
             )
         runner = fmt.runner
     flags = {"runs": runs, "warmup": warmup, "threads": threads, "batch": batch}
-    cmd = [sys.executable, str(resources.deploy_dir() / runner), str(path)]
-    cmd += [f"--{k}={v}" for k, v in flags.items()]
+    args = [str(path), *(f"--{k}={v}" for k, v in flags.items())]
+    return run_deploy_script(runner, args, threads=threads, what=f"Timing {path}")
+
+
+def run_deploy_script(script: str, args: Sequence[str], *, threads: int, what: str) -> dict:
+    """Runs ``export/<script> args`` in a subprocess of this interpreter (``threads`` OpenMP
+    threads); returns the JSON of the last line it prints.
+
+    Raises:
+        ExportError: ``what`` failed, with the end of the script's stderr.
+    """
+    cmd = [sys.executable, str(resources.deploy_dir() / script), *args]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        raise ExportError(f"Timing {path} failed: {proc.stderr.strip()[-2000:]}")
+        raise ExportError(f"{what} failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 NORMALIZATIONS = ("layer_mean", "fan_in", "none")
-COSTS = ("none", "macs")
+COSTS = ("none", "macs", "latency")
 
 
 def filter_importance(

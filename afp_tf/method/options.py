@@ -3,7 +3,7 @@
 ``config_lib`` builds it from the ``prune`` config section, ``afp_tf.prune`` and ``AFPCallback``
 from keyword arguments; the pruner and the controller read nothing else. Choice lists live where
 they are implemented (``prc.RULES``, ``afp.NORMALIZATIONS``, ``afp.COSTS``; ``REMOVALS``,
-``MEASURES``, ``SHRINKS`` and ``RECOVERY_SCHEDULES`` here).
+``MEASURES``, ``SHRINKS``, ``RECOVERY_SCHEDULES`` and ``LATENCY_FORMATS`` here).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ REMOVALS = ("all", "decayed")
 MEASURES = ("outputs", "kernels")
 SHRINKS = ("fade", "l1")
 RECOVERY_SCHEDULES = ("cosine", "constant")
+# The TFLite formats a latency table (afp_tf.export.latency_model) is measured in.
+LATENCY_FORMATS = ("tflite_fp32", "tflite_int8")
 # Options renamed since a release: old name -> new name (an old name is refused naming the new).
 RENAMED = {"penalty_epochs": "shrink_epochs"}
 
@@ -49,6 +51,13 @@ class PruneOptions:
         decision split is then measured a second time; 0 = off.
       max_rounds: most rounds attempted, accepted or not.
       macs_target: stop once MACs <= this fraction of the baseline's; 0 = off.
+      latency_target_ms: stop once the predicted batch-1 latency of the last accepted model (or
+        the baseline) is at or below this many ms, the tolerance still binding; 0 = off. Needs
+        a latency table (``latency_table``, else measured on this machine).
+      latency_format: the TFLite format latency is predicted and measured in, one of
+        ``LATENCY_FORMATS``.
+      latency_table: path of a latency table measured elsewhere (e.g. on the target device
+        with ``export/measure_latency_table.py``); "" = measured on this machine.
       min_filters: never leave a group with fewer filters.
       round_to: keep filter counts multiples of this (hardware rounding).
       measure: which weights give a filter's ℓ1 importance: ``"outputs"`` (the scale and offset of
@@ -59,7 +68,8 @@ class PruneOptions:
       recalibrate_batches: after each removal, BatchNorm statistics are re-estimated on this many
         training batches (0 = off).
       importance: normalisation of ℓ1 importance, one of ``afp.NORMALIZATIONS``.
-      cost: per-filter cost the importance is divided by, one of ``afp.COSTS``.
+      cost: per-filter cost the importance is divided by, one of ``afp.COSTS``: ``"macs"`` the
+        MACs, ``"latency"`` the predicted ms one filter's removal saves (needs a latency table).
       max_group_fraction: most of a group one round may remove.
       removal: ``"all"`` candidates, or only those ``"decayed"`` below ``decay_fraction`` of
         their starting norm.
@@ -92,6 +102,9 @@ class PruneOptions:
     extend_epochs: int = 0
     max_rounds: int = 20
     macs_target: float = 0.0
+    latency_target_ms: float = 0.0
+    latency_format: str = "tflite_fp32"
+    latency_table: str = ""
     min_filters: int = 1
     round_to: int = 1
     measure: str = "outputs"
@@ -118,6 +131,7 @@ class PruneOptions:
         _choice("measure", self.measure, MEASURES)
         _choice("shrink", self.shrink, SHRINKS)
         _choice("recovery_schedule", self.recovery_schedule, RECOVERY_SCHEDULES)
+        _choice("latency_format", self.latency_format, LATENCY_FORMATS)
         for key in (
             "shrink_epochs",
             "recovery_epochs",
@@ -141,6 +155,10 @@ class PruneOptions:
         _check(self.delta_w > 0, f"delta_w={self.delta_w} must be > 0.")
         _check(self.delta_lambda >= 0, f"delta_lambda={self.delta_lambda} must be >= 0.")
         _check(0 <= self.macs_target < 1, f"macs_target={self.macs_target} must be in [0, 1).")
+        _check(
+            math.isfinite(self.latency_target_ms) and self.latency_target_ms >= 0,
+            f"latency_target_ms={self.latency_target_ms} must be >= 0 ms (0 = off).",
+        )
         _check(
             0 <= self.recovery_margin <= 1,
             f"recovery_margin={self.recovery_margin} must be in [0, 1].",
@@ -177,6 +195,11 @@ class PruneOptions:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def needs_latency(self) -> bool:
+        """Whether pruning needs a latency table (``cost="latency"`` or a latency target)."""
+        return self.enabled and (self.cost == "latency" or self.latency_target_ms > 0)
+
     def controller(
         self, baseline: float, baseline_macs: int, margin: float = 0.0
     ) -> prc.PruningRateController:
@@ -193,6 +216,7 @@ class PruneOptions:
             delta_lambda=self.delta_lambda,
             max_rounds=self.max_rounds if self.enabled else 0,
             macs_target=self.macs_target * baseline_macs if self.macs_target else None,
+            latency_target=self.latency_target_ms or None,
             margin=margin,
             max_failures=self.max_failures,
             max_nonfinite=self.max_nonfinite_retries,

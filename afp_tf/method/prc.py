@@ -23,11 +23,13 @@ important half of what failed (the same model, the same ranking: a bisection of 
 set), and it doubles the retry's recovery (:meth:`recovery_epochs`). An accepted round doubles
 ``scale`` back (capped at 1) and resets the consecutive-failure count. Pruning stops after
 ``max_failures`` consecutive failed rounds, more than ``max_nonfinite`` consecutive non-finite
-ones, a round without candidates, the MACs target or ``max_rounds`` attempts. The endgame
-(both off by default): a round whose candidates would save less than ``min_round_macs`` of the
-current MACs is not run ("rounds too small"), and once an accepted round leaves less than
-``min_headroom`` of the spendable budget ``ε'`` pruning stops ("tolerance spent"): a round
-started that close to the floor passes only on the decision metric's noise.
+ones, a round without candidates, the MACs target, the latency target (the predicted latency
+of the last accepted model, or of the baseline, at or below it) or ``max_rounds`` attempts.
+The endgame (both off by default): a round whose candidates would save less than
+``min_round_macs`` of the current MACs is not run ("rounds too small"), and once an accepted
+round leaves less than ``min_headroom`` of the spendable budget ``ε'`` pruning stops
+("tolerance spent"): a round started that close to the floor passes only on the decision
+metric's noise.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ STOP_REASONS = (
     "rounds too small",
     "tolerance spent",
     "macs target",
+    "latency target",
     "round budget",
     "non-finite loss persisted",
 )
@@ -89,6 +92,9 @@ class PruningRateController:
       delta_w, delta_lambda: linear rule, ``W_t = delta_w · R_t``, ``λ_t = delta_lambda · R_t``.
       max_rounds: most rounds attempted, accepted or not (>= 0; 0 stops at once).
       macs_target: stop once the model's MACs are at or below this (absolute); None = off.
+      latency_target: stop once the predicted latency (ms) of the last accepted model (or the
+        one the caller sets as ``last_latency`` before the first round) is at or below this;
+        None = off.
       margin: absolute safety margin added to the floor for accepting a round, in [0, ε).
       max_failures: stop after this many consecutive failed rounds (>= 1).
       max_nonfinite: stop after more than this many consecutive non-finite rounds (>= 0).
@@ -112,6 +118,7 @@ class PruningRateController:
         delta_lambda: float = 0.05,
         max_rounds: int = 20,
         macs_target: float | None = None,
+        latency_target: float | None = None,
         margin: float = 0.0,
         max_failures: int = 3,
         max_nonfinite: int = 2,
@@ -154,6 +161,10 @@ class PruningRateController:
             macs_target is None or macs_target > 0,
             f"macs_target must be > 0 MACs or None (off), got {macs_target}.",
         )
+        _check(
+            latency_target is None or latency_target > 0,
+            f"latency_target must be > 0 ms or None (off), got {latency_target}.",
+        )
         _check(_is_int(max_failures, 1), f"max_failures must be an int >= 1, got {max_failures!r}.")
         _check(
             _is_int(max_nonfinite, 0), f"max_nonfinite must be an int >= 0, got {max_nonfinite!r}."
@@ -176,6 +187,7 @@ class PruningRateController:
         self.delta_w, self.delta_lambda = float(delta_w), float(delta_lambda)
         self.max_rounds = max_rounds
         self.macs_target = None if macs_target is None else float(macs_target)
+        self.latency_target = None if latency_target is None else float(latency_target)
         self.margin = float(margin)
         self.max_failures, self.max_nonfinite = max_failures, max_nonfinite
         # Mutable state.
@@ -187,6 +199,7 @@ class PruningRateController:
         self.cost: float | None = None  # drop of the metric per fraction of filters removed
         self.last_fraction: float | None = None  # of the filters, removed by the last accepted
         self.last_macs: float | None = None
+        self.last_latency: float | None = None  # predicted ms of the last accepted model
         self.metric = self.baseline  # the decision metric of the last accepted model
         self.stop_reason: str | None = None
 
@@ -252,6 +265,7 @@ class PruningRateController:
         metric: float | None = None,
         removed_fraction: float = 0.0,
         macs: float | None = None,
+        latency: float | None = None,
     ) -> str | None:
         """Records a finished round; returns the stop reason, or None to go on.
 
@@ -261,6 +275,7 @@ class PruningRateController:
             failed rounds), for the adaptive rule's cost estimate.
           removed_fraction: fraction of the prunable filters the round removed.
           macs: MACs of the model after an accepted round (for ``macs_target``).
+          latency: its predicted latency in ms (for ``latency_target``).
         """
         _check(outcome in OUTCOMES, f"outcome must be one of {OUTCOMES}, got {outcome!r}.")
         self.attempts += 1
@@ -273,6 +288,7 @@ class PruningRateController:
             self.failures = self.nonfinite = 0
             self.scale = min(1.0, self.scale / _BACKOFF)
             self.last_macs = None if macs is None else float(macs)
+            self.last_latency = None if latency is None else float(latency)
             if metric is not None:
                 self.metric = float(metric)
         elif outcome == "failed":
@@ -299,6 +315,9 @@ class PruningRateController:
         target, macs = self.macs_target, self.last_macs
         if target is not None and macs is not None and macs <= target:
             return "macs target"
+        target, ms = self.latency_target, self.last_latency
+        if target is not None and ms is not None and ms <= target:
+            return "latency target"
         if self.attempts >= self.max_rounds:
             return "round budget"
         return None
@@ -315,6 +334,7 @@ class PruningRateController:
         "max_failures",
         "max_nonfinite",
         "macs_target",
+        "latency_target",
         "min_headroom",
         "min_round_macs",
     )
@@ -344,13 +364,15 @@ class PruningRateController:
         "delta_lambda",
         "max_rounds",
         "macs_target",
+        "latency_target",
         "margin",
         "max_failures",
         "max_nonfinite",
         "min_headroom",
         "min_round_macs",
     )
-    _ADDED = ("min_headroom", "min_round_macs")  # absent from older checkpoints: defaults
+    # absent from older checkpoints: defaults
+    _ADDED = ("min_headroom", "min_round_macs", "latency_target")
     _STATE = (
         "attempts",
         "accepted",
@@ -360,6 +382,7 @@ class PruningRateController:
         "cost",
         "last_fraction",
         "last_macs",
+        "last_latency",
         "metric",
         "stop_reason",
     )

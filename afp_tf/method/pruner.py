@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import stats, surgery
+from afp_tf.export.latency_model import MIN_SAVING_MS, LatencyTable
 from afp_tf.method import afp, prc, recalibration, regularizers, round_weights
 from afp_tf.method.options import PruneOptions
 from afp_tf.train import training
@@ -76,6 +77,8 @@ class Pruner:
       seed: every round attempt reseeds the global RNGs from this and its index, so a resumed
         run draws what an uninterrupted one would.
       step_options: XLA and steps per compiled call of every trainer.
+      latency: the latency table that ``cost="latency"`` and ``latency_target_ms`` need
+        (``afp_tf.export.latency_model``); it predicts each round's model (``predicted_ms``).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Pruner:
         accept_size: int = 0,
         seed: int = 0,
         step_options: training.StepOptions | None = None,
+        latency: LatencyTable | None = None,
     ):
         self.options = options
         self.task = task
@@ -112,6 +116,7 @@ class Pruner:
         self.progress = progress
         self.seed = seed
         self.step_options = step_options or training.StepOptions()
+        self.latency = latency
 
     # ----------------------------------------------------------------- building blocks
     def make_trainer(
@@ -234,7 +239,16 @@ class Pruner:
         ``state`` from :meth:`start` or a checkpoint). ``on_round_end(state, last_good_model,
         changed)`` is called after every round, accepted or not, for checkpointing; ``changed``
         says whether the model is a new one.
+
+        Raises:
+          ValueError: the options need a latency table and the pruner has none.
         """
+        if self.options.needs_latency and self.latency is None:
+            raise ValueError(
+                "prune.cost='latency' and prune.latency_target_ms need a latency table: "
+                "Pruner(latency=afp_tf.export.latency_model.LatencyTable...); afp_tf.prune and "
+                "the main job measure one (or load prune.latency_table)."
+            )
         controller = prc.PruningRateController.from_dict(state.controller)
         controller.metric = state.metric  # the last accepted model's (older checkpoints lack it)
         limits = prc.PruningRateController.LIMITS
@@ -247,6 +261,8 @@ class Pruner:
                 "Resumed pruning follows the config's limits: %s.",
                 ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()),
             )
+        if self.latency is not None:  # a baseline already under the latency target stops here
+            controller.last_latency = self.latency.predict(model)
         analysis = surgery.analyze(model)  # of the last good model; each new one is walked once
         while state.stop_reason is None:
             state.stop_reason = controller.should_stop()
@@ -266,6 +282,7 @@ class Pruner:
                 metric=info.get("metric"),
                 removed_fraction=info.get("removed", 0) / max(info.get("filters", 1), 1),
                 macs=info.get("macs"),
+                latency=info.get("predicted_ms"),
             )
             if outcome == "accepted":
                 model, analysis = candidate
@@ -303,12 +320,16 @@ class Pruner:
         divisions = {g.name: g.divisions for g in groups}
         candidates: dict[str, list[int]] = {}
         if not plan.recover_only:
-            macs = None
-            if opts.cost == "macs":
-                with self.strategy.scope():
-                    macs = macs_per_filter(work, work_analysis)
+            cost = None
+            with self.strategy.scope():
+                if opts.cost == "macs":
+                    cost = macs_per_filter(work, work_analysis)
+                elif opts.cost == "latency":
+                    cost = saving_per_filter(
+                        work, work_analysis, self.latency.predict, MIN_SAVING_MS
+                    )
             candidates = round_candidates(
-                weights, plan, opts, divisions=divisions, filter_macs=macs
+                weights, plan, opts, divisions=divisions, filter_cost=cost
             )
             if not candidates:
                 return "no candidates", None, info
@@ -379,6 +400,8 @@ class Pruner:
             macs=model_stats.macs,
             params=model_stats.params,
         )
+        if self.latency is not None:
+            info["predicted_ms"] = self.latency.predict(pruned)
         outcome = "accepted" if controller.meets_floor(metric) else "failed"
         return outcome, (pruned, pruned_analysis), info
 
@@ -424,13 +447,13 @@ def round_candidates(
     options: PruneOptions,
     *,
     divisions: Mapping[str, int] | None = None,
-    filter_macs: Mapping[str, float] | None = None,
+    filter_cost: Mapping[str, float] | None = None,
 ) -> dict[str, list[int]]:
     """The candidates of one round, as the pruner and ``AFPCallback`` both choose them.
 
     The ℓ1 importance of ``weights`` normalised as ``options.importance``, divided by each
-    group's MACs per filter when ``options.cost == "macs"`` (:func:`afp.per_cost`), below the plan's
-    quantile or threshold, within ``options``' ``min_filters``, ``round_to`` and
+    group's cost per filter unless ``options.cost == "none"`` (:func:`afp.per_cost`), below the
+    plan's quantile or threshold, within ``options``' ``min_filters``, ``round_to`` and
     ``max_group_fraction``.
 
     Args:
@@ -438,16 +461,18 @@ def round_candidates(
       plan: the controller's plan of the round (not a recovery-only one).
       options: the pruning options.
       divisions: as for :func:`afp.select_candidates`.
-      filter_macs: group name -> MACs one filter's removal saves; needed for
-        ``cost="macs"`` (:func:`macs_per_filter`).
+      filter_cost: group name -> what one filter's removal saves, in the unit of
+        ``options.cost``: MACs for ``"macs"`` (:func:`macs_per_filter`), predicted ms for
+        ``"latency"`` (:func:`saving_per_filter` of ``LatencyTable.predict``); needed unless
+        the cost is ``"none"``.
     """
     if plan.recover_only:
         raise ValueError("A recovery-only round selects no candidates.")
     scores = afp.filter_importance(weights, normalize=options.importance)
-    if options.cost == "macs":
-        if filter_macs is None:
-            raise ValueError("cost='macs' needs the MACs per filter of every group.")
-        scores = afp.per_cost(scores, filter_macs)
+    if options.cost != "none":
+        if filter_cost is None:
+            raise ValueError(f"cost={options.cost!r} needs the cost per filter of every group.")
+        scores = afp.per_cost(scores, filter_cost)
     return afp.select_candidates(
         scores,
         quantile=plan.quantile,
@@ -459,15 +484,26 @@ def round_candidates(
     )
 
 
-def macs_per_filter(model: keras.Model, analysis: surgery.ModelAnalysis) -> dict[str, float]:
-    """MACs saved by removing one filter of each prunable group of ``model`` (``analysis`` is
-    its ``surgery.analyze``), measured by surgery; call under the strategy scope of ``model``."""
-    total = stats.model_stats(model).macs
+def saving_per_filter(
+    model: keras.Model,
+    analysis: surgery.ModelAnalysis,
+    measure: Callable[[keras.Model], float],
+    floor: float,
+) -> dict[str, float]:
+    """What removing one filter of each prunable group of ``model`` saves by ``measure`` (its
+    MACs, its predicted latency), at least ``floor``; ``analysis`` is its ``surgery.analyze``.
+    Call under the strategy scope of ``model``."""
+    total = measure(model)
     out = {}
     for g in analysis.prunable:
         smaller = surgery.remove_filters(model, {g.name: [0]}, analysis=analysis)
-        out[g.name] = max(total - stats.model_stats(smaller).macs, 1)
+        out[g.name] = max(total - measure(smaller), floor)
     return out
+
+
+def macs_per_filter(model: keras.Model, analysis: surgery.ModelAnalysis) -> dict[str, float]:
+    """MACs saved by removing one filter of each prunable group (:func:`saving_per_filter`)."""
+    return saving_per_filter(model, analysis, lambda m: stats.model_stats(m).macs, 1)
 
 
 def _annealed(factory: Callable[[], keras.optimizers.Optimizer], steps: int) -> Callable:
@@ -496,7 +532,7 @@ def _log_round(info: dict, controller) -> None:
         return
     logging.info(
         "round %d %s | metric %.4f (accept floor %.4f) | %s | lambda %.3g | removed %d "
-        "filters | MACs %s | recovery %d epochs",
+        "filters | MACs %s%s | recovery %d epochs",
         info["round"],
         info["outcome"],
         info["metric"],
@@ -505,6 +541,7 @@ def _log_round(info: dict, controller) -> None:
         info["strength"],
         info["removed"],
         f"{info['macs']:,}",
+        f" | predicted {info['predicted_ms']:.4g} ms" if "predicted_ms" in info else "",
         info["recovery_epochs"],
     )
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from afp_tf import export, io_utils, stats
-from afp_tf.export import latency
+from afp_tf.export import latency, latency_model
 from afp_tf.method import prc
 from afp_tf.method.pruner import Pruner, PruneState, filters_per_group
 from afp_tf.run import checkpoint, config_lib, report, tracking
@@ -275,6 +275,7 @@ class Run:
         pstate.baseline_macs = pstate.baseline_macs or self.state["baseline"]["macs"]
         if pstate.round:
             logging.info("Resuming pruning after round %d.", pstate.round)
+        self.pruner.latency = self._latency_table(model)
 
         def on_round_end(ps: PruneState, m: keras.Model, changed: bool) -> None:
             self.state["prune"] = ps.to_dict()
@@ -326,6 +327,19 @@ class Run:
             "meets_floor": bool(controller.meets_floor(decision)),
             "guarantee": controller.guarantee(decision, split if "accept" in metrics else "val"),
         }
+        table = self._latency_table(model)
+        if table is not None:
+            baseline = keras.saving.load_model(self.workdir / "baseline.keras", compile=False)
+            state["pruned"]["latency"] = {
+                "format": table.format,
+                "threads": table.threads,
+                "target_ms": cfg.prune.latency_target_ms or None,
+                "predicted_ms": table.predict(model),
+                "measured_ms": None,  # after export
+                "baseline_predicted_ms": table.predict(baseline),
+                "baseline_measured_ms": None,
+                "stopped_by": pstate.stop_reason,
+            }
         self._save("export" if cfg.export.enabled else "done", model, tag="pruned")
 
     def _export(self) -> None:
@@ -354,7 +368,31 @@ class Run:
                 runs=cfg.export.latency_runs,
             ),
         }
+        budget = self.state["pruned"].get("latency")
+        if budget:  # the format latency was predicted in, measured as exported
+            name = export.FORMATS[budget["format"]].filename
+            for model, key in (("pruned", "measured_ms"), ("baseline", "baseline_measured_ms")):
+                path = self.workdir / "export" / model / name
+                if path.is_file():
+                    timing = latency.measure_latency(
+                        path, runs=cfg.export.latency_runs, threads=budget["threads"]
+                    )
+                    budget[key] = timing["median_ms"]
         self._save("done", None)
+
+    def _latency_table(self, model: keras.Model) -> latency_model.LatencyTable | None:
+        """The latency table the pruning options need (None if none): ``prune.latency_table``,
+        else measured once on this machine and cached in the workdir."""
+        opts = self.pruner.options
+        if not opts.needs_latency:
+            return None
+        return latency_model.load_or_measure(
+            precision.as_float32(model),
+            opts.latency_format,
+            self.workdir,
+            table=opts.latency_table,
+            runs=self.cfg.export.latency_runs,
+        )
 
     def _check_same_config(self) -> None:
         path = self.workdir / "config.json"

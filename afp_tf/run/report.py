@@ -95,6 +95,8 @@ def markdown(summary: dict, base: dict, pruned: dict) -> str:
     out += ["MACs count one multiply-add as one; FLOPs = 2 × MACs.", ""]
     if pruned.get("guarantee"):
         out += ["## Tolerance", "", pruned["guarantee"], ""]
+    if pruned.get("latency"):
+        out += ["## Latency", "", _latency_md(pruned["latency"]), ""]
     if "filters_per_layer.png" in summary["plots"]:
         out += ["## Filters per layer", "", "![filters](plots/filters_per_layer.png)", ""]
     out += ["## Rounds", "", "![metric vs MACs](plots/metric_vs_macs.png)", ""]
@@ -114,6 +116,21 @@ def markdown(summary: dict, base: dict, pruned: dict) -> str:
     if export:
         out += ["", "## Export", ""] + _export_md(export)
     return "\n".join(out) + "\n"
+
+
+def _latency_md(budget: dict) -> str:
+    """The predicted and measured batch-1 latency the latency table pruned to."""
+
+    def ms(v) -> str:
+        return "not measured" if v is None else f"{v:.4g} ms"
+
+    target = budget.get("target_ms")
+    return (
+        f"{budget['format']}, batch 1, {budget['threads']} thread(s): predicted "
+        f"{ms(budget['predicted_ms'])} (baseline {ms(budget['baseline_predicted_ms'])}), measured "
+        f"{ms(budget['measured_ms'])} (baseline {ms(budget['baseline_measured_ms'])}); target "
+        f"{ms(target) if target else 'none'}; pruning stopped: {budget['stopped_by']}."
+    )
 
 
 def _export_md(export: dict) -> list[str]:
