@@ -25,11 +25,10 @@ mandatory; map50_all, over all four, is reported beside it); gentle rounds remov
 of the filters (at most 25 % of a group), ranked by importance per MAC, with up to 4 recovery
 epochs, and pruning stops once MACs are at most 33 % of the baseline's (3x) or after 10 rounds.
 
-Runtime, measured on this project's shared 2-core CPU with other jobs running (load 9-14):
-a baseline epoch (960 crops plus 160 validation frames) took 74-247 s, median 96 s; the 30
-baseline epochs took 51 minutes. With load 5-7, the 10 gentle rounds took 1-6 minutes each
-(25 minutes in all); from the trained baseline to the exported, evaluated models
-36 minutes.
+Runtime, measured on this project's 2-core CPU with nothing else running: a baseline epoch
+(960 crops plus 160 validation frames) takes 16 s, the whole benchmark from scratch (30
+baseline epochs, 3 pruning rounds, fine-tuning, export of every format, evaluation) 20 minutes.
+(Older notes gave 96 s per epoch: measured at load 9-14 with other jobs running.)
 benchmarks/results/ssd_gtsdb_synthetic.json records the run's wall time and per-phase
 epoch times.
 ``:quick`` is a smoke run (a few minutes on a shared CPU): fewer, smaller images, one round
