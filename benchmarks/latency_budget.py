@@ -28,9 +28,7 @@ from the retimed table (``predicted_ms_retimed``, ``prediction_error_retimed``).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,8 +38,8 @@ import common  # noqa: E402
 import compare  # noqa: E402
 import seeds  # noqa: E402
 
-from afp_tf import io_utils, resources  # noqa: E402
-from afp_tf.export import latency_model  # noqa: E402
+from afp_tf import io_utils  # noqa: E402
+from afp_tf.export import latency, latency_model  # noqa: E402
 from afp_tf.export.checks import FORMATS  # noqa: E402
 from afp_tf.run import config_lib  # noqa: E402
 
@@ -49,15 +47,11 @@ THREADS = 1
 RUNS = 200  # timed runs per artifact in the final, interleaved timing
 
 
-def _table(cfg, base: dict, workdir: Path, fmt: str) -> Path:
+def _table(base: dict, workdir: Path, fmt: str) -> Path:
     """The seed's latency table (measured once, from the baseline's architecture)."""
-    path = workdir / "latency_table.json"
-    if not path.is_file():
-        model = compare.load_model(base["model"])
-        latency_model.measure_table(
-            model, fmt, workdir / "latency_probes", threads=THREADS, table_path=path
-        )
-    return path
+    model = compare.load_model(base["model"])
+    latency_model.load_or_measure(model, fmt, workdir, threads=THREADS)
+    return workdir / latency_model.TABLE_NAME
 
 
 def _run(cfg, base: dict, run_dir: Path, cost: str, target_ms: float, fmt: str, table: Path):
@@ -100,10 +94,8 @@ def retimed_table(seed_dir: Path) -> latency_model.LatencyTable:
     measured before the script timed in blocks took its probes cold."""
     path = seed_dir / "latency_table_retimed.json"
     if not path.is_file():
-        script = resources.deploy_dir() / "measure_latency_table.py"
-        probes = seed_dir / "latency_probes"
-        cmd = [sys.executable, str(script), str(probes), f"--threads={THREADS}", f"--out={path}"]
-        subprocess.run(cmd, check=True, capture_output=True)
+        args = [str(seed_dir / latency_model.PROBES_DIR), f"--threads={THREADS}", f"--out={path}"]
+        _time(args, f"Retiming the probes of {seed_dir}")
     return latency_model.LatencyTable.load(path)
 
 
@@ -116,12 +108,15 @@ def interleaved(artifacts: list[Path], folder: Path) -> list[dict]:
         name = f"artifact{i}{path.suffix}"
         shutil.copy(path, folder / name)
         probes.append({"file": name, "role": "model", "layer": None, "c_in": None, "c_out": None})
-    (folder / "probes.json").write_text(json.dumps({"format": "artifacts", "probes": probes}))
-    script = resources.deploy_dir() / "measure_latency_table.py"
+    io_utils.write_json(folder / latency_model.MANIFEST, {"format": "artifacts", "probes": probes})
     out = folder / "timed.json"
-    cmd = [sys.executable, str(script), str(folder), f"--threads={THREADS}", f"--runs={RUNS}"]
-    subprocess.run([*cmd, f"--out={out}"], check=True, capture_output=True)
+    _time([str(folder), f"--threads={THREADS}", f"--runs={RUNS}", f"--out={out}"], "Timing")
     return io_utils.read_json(out)["probes"]
+
+
+def _time(args: list[str], what: str) -> None:
+    """``export/measure_latency_table.py args``, as the main job runs it."""
+    latency.run_deploy_script(latency_model.RUNNER, args, threads=THREADS, what=what)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -140,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in (int(s) for s in args.seeds.split(",")):
         seed_dir = args.workdir / f"seed{seed}"
         base = seeds.shared_baseline(cfg, args.workdir, seed)
-        table_path = _table(cfg, base, seed_dir, args.format)
+        table_path = _table(base, seed_dir, args.format)
         table = latency_model.LatencyTable.load(table_path)
         baseline_ms = table.predict(compare.load_model(base["model"]))  # its measured model
         seed_runs = []
