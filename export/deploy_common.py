@@ -55,8 +55,9 @@ def time_round_robin(
     (clock, other load) hits all alike. ``block`` > 1: each turn calls one function ``block``
     times in a row and times all but the first, so that it is timed with its own weights in the
     caches. Taking turns call by call times every model cold: a VGG-16 x0.25 table timed so put
-    the whole model at 0.549 ms, where timed in blocks of 10 beside its pruned copies it ran in
-    0.462 ms (benchmarks/results/latency_budget.json)."""
+    the whole model at 0.549 ms, the same table timed again in blocks of 10 at 0.508 ms, and
+    the same file beside its pruned copies in blocks ran in 0.462 ms (the rest is drift between
+    sessions; benchmarks/results/latency_budget.json)."""
     for _ in range(warmup):
         for fn in fns:
             fn()

@@ -100,6 +100,13 @@ def test_saving_per_filter_removes_one_filter_per_group_and_predicts():
     assert savings == pytest.approx({"c1": 1.0, "c2": 0.5})
 
 
+def test_saving_per_filter_of_a_group_down_to_one_filter_is_the_floor():
+    # A group at its last filter cannot lose it: it saves nothing (this crashed a latency run).
+    model = surgery.remove_filters(_tiny(), {"c1": list(range(7))})
+    savings = saving_per_filter(model, surgery.analyze(model), lambda m: m.count_params(), 1e-3)
+    assert savings["c1"] == 1e-3 and savings["c2"] == 9 + 1 + 4  # 3x3x1 kernel, bias, 4 Dense
+
+
 def test_table_of_another_model_is_refused_naming_the_layer():
     table = _hand_table()
     with pytest.raises(ValueError, match="'c1'.*input_spatial \\[20, 20\\].*\\[16, 16\\]"):
@@ -133,6 +140,27 @@ def test_load_or_measure_reuses_a_fitting_cached_table_and_refuses_another_forma
     given = tmp_path / latency_model.TABLE_NAME
     with pytest.raises(ValueError, match="measured as tflite_fp32, not tflite_int8"):
         latency_model.load_or_measure(_tiny(), "tflite_int8", tmp_path, table=given)
+
+
+def test_a_deployed_form_is_what_the_table_probes_checks_and_predicts(tmp_path, monkeypatch):
+    # Trained at 20 px, deployed (Task.deployed: a detector at its frame size) at 16 px: the
+    # table of the deployed form predicts the trained model and its pruned versions.
+    def deploy(model):
+        return _tiny(size=16) if model.input_shape[1] == 20 else model
+
+    probed = []
+    monkeypatch.setattr(
+        latency_model,
+        "measure_table",
+        lambda model, *a, **k: probed.append(model.input_shape[1]) or _hand_table(),
+    )
+    table = latency_model.load_or_measure(_tiny(size=20), "tflite_fp32", tmp_path, deploy=deploy)
+    assert probed == [16] and table.predict(_tiny(size=20)) == 10.0
+    _hand_table(model_ms=7.0).save(tmp_path / latency_model.TABLE_NAME)
+    cached = latency_model.load_or_measure(_tiny(size=20), "tflite_fp32", tmp_path, deploy=deploy)
+    assert probed == [16] and cached.predict(_tiny(size=20)) == 7.0  # reused, not re-probed
+    with pytest.raises(ValueError, match="input_spatial \\[20, 20\\]"):
+        LatencyTable.load(tmp_path / latency_model.TABLE_NAME).predict(_tiny(size=20))
 
 
 class _PerFilterTable:

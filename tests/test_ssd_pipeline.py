@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from afp_tf.data import DatasetNotFoundError, gtsdb_signs, gtsdb_synth
-from afp_tf.run import config_lib, pipeline
+from afp_tf.export import latency_model
+from afp_tf.run import config_lib, pipeline, task_builders
 
 TINY = [
     "data.synthetic_images=24",
@@ -130,3 +131,14 @@ def test_cli_ssd_gtsdb_unreachable_url_exits_with_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
     assert f"error: Cannot download {url}" in proc.stderr
     assert f"Put FullIJCNN2013.zip into {data_dir}" in proc.stderr
+
+
+def test_detector_is_latency_probed_at_its_frame_size_as_exported(tmp_path):
+    # Trained on 64 px crops, exported (and so timed) on full frames: Task.deployed.
+    cfg = _config("ssd_gtsdb_synthetic:quick", [f"data.data_dir={tmp_path / 'data'}", *TINY])
+    data = task_builders.load_task(cfg)
+    model = data.build_model()
+    frame = tuple(data.val.element_spec[0].shape[1:3])
+    assert tuple(model.input_shape[1:3]) == (64, 64) and frame != (64, 64)
+    first = next(iter(latency_model.describe(data.task.deployed(model)).values()))
+    assert tuple(first["input_spatial"]) == frame

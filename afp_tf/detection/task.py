@@ -26,7 +26,7 @@ from afp_tf.detection.anchors import AnchorSpec
 from afp_tf.detection.export import export_detector
 from afp_tf.detection.loss import SSDLoss
 from afp_tf.detection.metrics import evaluate_detector
-from afp_tf.models.ssd import build_ssd
+from afp_tf.models.ssd import at_input_size, build_ssd
 from afp_tf.train.task import Task, TaskData
 
 
@@ -101,6 +101,7 @@ def load(cfg) -> TaskData:
         evaluator=lambda trainer, ds: evaluate(trainer.model, ds),
         exporter=functools.partial(export_detector, anchors=anchors),
         report_evaluator=lambda trainer, ds: evaluate(trainer.model, ds, details=True),
+        deployed=lambda model: at_input_size(model, *data.frame_shape[:2]),
     )
     detail = (
         f"{data.input_shape[0]} px crops for training, "

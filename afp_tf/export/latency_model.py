@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,13 +228,19 @@ class LatencyTable:
         ``layers`` (:func:`describe` of the reference), ``probes`` with ``median_ms``.
       format, threads: what the probes were converted to and timed with.
       model_ms: the reference model's median; overhead_ms: the empty probe's.
+      deploy: ``model -> model`` applied to every model before it is checked or predicted,
+        its deployed form (``Task.deployed``: a detector trained on crops, at its frame size);
+        None: the model as given.
     """
 
-    def __init__(self, data: Mapping[str, Any]):
+    def __init__(
+        self, data: Mapping[str, Any], deploy: Callable[[keras.Model], keras.Model] | None = None
+    ):
         missing = sorted({"format", "threads", "layers", "probes"} - set(data))
         if missing:
             raise ValueError(f"Not a latency table: no {', '.join(missing)}.")
         self.data = dict(data)
+        self.deploy = deploy
         self.format, self.threads = data["format"], int(data["threads"])
         self.layers: dict[str, dict] = dict(data["layers"])
         roles: dict[str, list[dict]] = {}
@@ -261,9 +268,11 @@ class LatencyTable:
         return np.array(xs, float), np.array(ys, float), times
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LatencyTable:
-        """The table at ``path`` (``measure_latency_table.py --out``)."""
-        return cls(io_utils.read_json(path))
+    def load(
+        cls, path: str | os.PathLike, deploy: Callable[[keras.Model], keras.Model] | None = None
+    ) -> LatencyTable:
+        """The table at ``path`` (``measure_latency_table.py --out``); ``deploy`` as above."""
+        return cls(io_utils.read_json(path), deploy)
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the table to ``path`` atomically."""
@@ -285,7 +294,7 @@ class LatencyTable:
         self._counts(model)
 
     def _counts(self, model: keras.Model) -> dict[str, dict[str, Any]]:
-        found = describe(model)
+        found = describe(self.deploy(model) if self.deploy else model)
         advice = "the table was measured on another model: measure one for this model"
         for name, info in found.items():
             ref = self.layers.get(name)
@@ -352,6 +361,35 @@ def measure_table(
     return LatencyTable.load(path)
 
 
+def time_together(
+    paths: Sequence[str | os.PathLike],
+    folder: str | os.PathLike,
+    *,
+    threads: int = 1,
+    runs: int = 50,
+) -> list[dict]:
+    """Median and p90 ms (``median_ms``, ``p90_ms``) of every TFLite file in ``paths``, in
+    order, timed in one LiteRT process by ``export/measure_latency_table.py``: round robin in
+    blocks of calls (the first untimed), so that a shared CPU's drift hits them alike and their
+    ratios hold. The copies and the timing JSON (``timed.json``) go to ``folder``.
+
+    Raises:
+        MissingExtraError: ai-edge-litert is not installed.
+        ExportError: timing failed.
+    """
+    extras.require("ai_edge_litert", "Timing TFLite artifacts")
+    out = artifacts.prepare_out_dir(folder)
+    probes = []
+    for i, path in enumerate(paths):
+        name = f"artifact{i}{Path(path).suffix}"
+        shutil.copy(path, out / name)
+        probes.append(_entry(name, "model"))
+    io_utils.write_json(out / MANIFEST, {"format": "artifacts", "probes": probes})
+    args = [str(out), f"--threads={threads}", f"--runs={runs}", f"--out={out / 'timed.json'}"]
+    run_deploy_script(RUNNER, args, threads=threads, what=f"Timing {len(probes)} artifacts")
+    return io_utils.read_json(out / "timed.json")["probes"]
+
+
 def load_or_measure(
     model: keras.Model,
     fmt: str,
@@ -361,17 +399,19 @@ def load_or_measure(
     threads: int = 1,
     runs: int = 50,
     warmup: int = 10,
+    deploy: Callable[[keras.Model], keras.Model] | None = None,
 ) -> LatencyTable:
     """The latency table for pruning ``model`` (float32): the one at ``table`` if given,
     measured elsewhere; else ``workdir/latency_table.json`` if it is of ``fmt`` at ``threads``
     and fits ``model`` (a resumed run); else one measured now into it (probes in
-    ``workdir/latency_probes/``).
+    ``workdir/latency_probes/``). With ``deploy`` (``Task.deployed``) the probes are of
+    ``deploy(model)`` and the table applies it to every model it predicts.
 
     Raises:
         ValueError: ``table`` is of another format or does not fit ``model``.
     """
     if table:
-        given = LatencyTable.load(table)
+        given = LatencyTable.load(table, deploy)
         if given.format != fmt:
             raise ValueError(
                 f"Latency table {table} was measured as {given.format}, not {fmt}: set the "
@@ -381,7 +421,7 @@ def load_or_measure(
         return given
     path = Path(workdir) / TABLE_NAME
     if path.is_file():
-        cached = LatencyTable.load(path)
+        cached = LatencyTable.load(path, deploy)
         try:
             if (cached.format, cached.threads) == (fmt, threads):
                 cached.check(model)
@@ -390,6 +430,14 @@ def load_or_measure(
             logging.info("The latency table %s does not fit the model (%s).", path, e)
     logging.info("Measuring a %s latency table of %s (%d threads).", fmt, model.name, threads)
     probes = Path(workdir) / PROBES_DIR
-    return measure_table(
-        model, fmt, probes, threads=threads, runs=runs, warmup=warmup, table_path=path
+    measured = measure_table(
+        deploy(model) if deploy else model,
+        fmt,
+        probes,
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        table_path=path,
     )
+    measured.deploy = deploy
+    return measured

@@ -496,6 +496,9 @@ def saving_per_filter(
     total = measure(model)
     out = {}
     for g in analysis.prunable:
+        if g.size <= 1:  # its last filter cannot go: nothing to save
+            out[g.name] = floor
+            continue
         smaller = surgery.remove_filters(model, {g.name: [0]}, analysis=analysis)
         out[g.name] = max(total - measure(smaller), floor)
     return out

@@ -38,6 +38,9 @@ class Task:
       exporter: writes and verifies the deployable artifacts of a model of this task, called as
         ``exporter(model, out_dir, formats=, representative=, val_x=, val_y=, tolerances=)``
         with everything else it needs (e.g. a detector's anchors) already bound.
+      deployed: ``model -> model`` as its artifacts run (a detector trained on crops,
+        re-inputted at the full frame size), which the latency model probes and predicts;
+        None: the model as trained.
     """
 
     loss: Any
@@ -46,6 +49,7 @@ class Task:
     evaluator: Callable[[training.Trainer, tf.data.Dataset], dict] | None = None
     exporter: Exporter | None = None
     report_evaluator: Callable[[training.Trainer, tf.data.Dataset], dict] | None = None
+    deployed: Callable[[keras.Model], keras.Model] | None = None
 
     def evaluate(self, trainer: training.Trainer, dataset: tf.data.Dataset) -> dict:
         """Every metric of ``trainer.model`` on ``dataset``, the decision metric included."""
