@@ -15,7 +15,7 @@ from afp_tf import stats, surgery
 from afp_tf.export import latency_model
 from afp_tf.method import prc
 from afp_tf.method.options import PruneOptions, check_renamed
-from afp_tf.method.pruner import Pruner, filters_per_group
+from afp_tf.method.pruner import Pruner, distilled_outputs, filters_per_group
 from afp_tf.train import precision, training
 from afp_tf.train.task import Task
 
@@ -125,6 +125,9 @@ def prune(
         ``cost="latency"`` or ``latency_target_ms`` the latency table is ``latency_table`` (a
         JSON measured elsewhere, e.g. on the target device), else measured on this machine
         first (``afp_tf.export.latency_model.measure_table``, into a temporary folder).
+        ``distill=w`` (a classifier's loss: a (sparse) categorical cross-entropy) trains every
+        shrink and recovery step partly towards ``model``'s own softened outputs
+        (``distill_temperature``), at one more forward pass of ``model`` per step.
 
     Returns:
       A :class:`PruneResult`; ``result.model`` never scores below ``result.accept_floor`` on
@@ -132,7 +135,8 @@ def prune(
 
     Raises:
       ValueError: missing ``val_data``, no loss or metric to use, unbatched or infinite
-        decision data, a bad option value, a margin not below the tolerance, a latency table
+        decision data, a bad option value, ``distill`` with a loss that is not a cross-entropy
+        of classes, a margin not below the tolerance, a latency table
         of another model or format; ``afp_tf.surgery.SurgeryError`` for a model the surgery
         cannot handle.
       TypeError: an unknown option, or data of an unsupported type.
@@ -150,6 +154,7 @@ def prune(
     surgery.find_channel_groups(model)  # a clear SurgeryError for models it cannot handle
     strategy = strategy or tf.distribute.get_strategy()
     task = _task_from_model(model, loss, metric)
+    distilled_outputs(options, task)  # a loss distillation cannot work with: before any work
     make_optimizer = _optimizer_factory(model, optimizer)
     rank = len(model.inputs[0].shape)
     train_ds, global_batch = _as_dataset(train_data, batch_size, rank, shuffle=True)

@@ -33,8 +33,21 @@ _OPTIONS = (
     "cost",
     "margin_z",
 )
-# Latency needs a table measured on the whole model's probes: afp_tf.prune and the main job only.
-_LATENCY_OPTIONS = ("latency_target_ms", "latency_format", "latency_table")
+# Options afp_tf.prune and the main job take and the callback cannot honour, with the reason.
+_LATENCY = "pruning to latency needs a latency table of the whole model"
+_DISTILL = (
+    "fit trains on the model's compiled loss, which a callback does not change, so it cannot "
+    "distil from the unpruned model"
+)
+_PROBE = (
+    "probing a round evaluates the model with its candidates zeroed before the round trains, "
+    "and fit's epochs leave no such step"
+)
+_UNSUPPORTED = {
+    **dict.fromkeys(("latency_target_ms", "latency_format", "latency_table"), _LATENCY),
+    **dict.fromkeys(("distill", "distill_temperature"), _DISTILL),
+    **dict.fromkeys(("probe_rounds", "probe_bisections", "probe_slack"), _PROBE),
+}
 
 
 class _FilterPenalty(keras.regularizers.Regularizer):
@@ -90,7 +103,9 @@ class AFPCallback(keras.callbacks.Callback):
         accept floor holds). ``cost="macs"`` divides importance by the MACs one filter of each
         group costs, measured once when ``fit`` begins. ``cost="latency"`` and the latency
         options (``latency_target_ms``, ...) are not supported here (a ValueError): they need a
-        latency table, which ``afp_tf.prune`` and the main job measure.
+        latency table, which ``afp_tf.prune`` and the main job measure. Neither is ``distill``
+        (a ValueError): ``fit`` trains on the compiled loss; nor ``probe_rounds`` and the other
+        probe options (a ValueError): ``fit`` has no step between epochs to probe a round in.
 
     Attributes:
       margin, accept_floor: after the baseline epoch, the margin (0 = none) and
@@ -121,13 +136,12 @@ class AFPCallback(keras.callbacks.Callback):
                 f"validation_size must be an int >= 1 or None, got {validation_size!r}."
             )
         check_renamed(options)
-        latency = sorted(set(options) & set(_LATENCY_OPTIONS))
-        if options.get("cost") == "latency" or latency:
-            what = latency[0] if latency else "cost='latency'"
+        unsupported = sorted(set(options) & set(_UNSUPPORTED))
+        if options.get("cost") == "latency" or unsupported:
+            what = unsupported[0] if unsupported else "cost='latency'"
             raise ValueError(
-                f"AFPCallback does not support {what}: "
-                "pruning to latency needs a latency table of the whole model; use afp_tf.prune "
-                "or the main job (afp-tf) instead."
+                f"AFPCallback does not support {what}: {_UNSUPPORTED.get(what, _LATENCY)}; use "
+                "afp_tf.prune or the main job (afp-tf) instead."
             )
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:

@@ -168,12 +168,22 @@ def afp_run(cfg, workdir: Path, overrides: list[str]) -> dict:
     }
 
 
-def comparison_run(cfg, data, workdir: Path, method) -> dict:
-    """Runs a comparison.* method unless ``workdir/result.json`` holds its result."""
+def comparison_run(cfg, data, workdir: Path, method, teacher: Path | None = None) -> dict:
+    """Runs a comparison.* method unless ``workdir/result.json`` holds its result.
+
+    With ``teacher`` (a model file: the baseline), every training step distils from it as
+    ``cfg.prune.distill`` (> 0) and ``distill_temperature`` say, as afp_tf's own steps do;
+    without, none does, whatever ``prune.distill``.
+    """
     done = workdir / "result.json"
     if done.exists():
         return io_utils.read_json(done)
     pruner = _pruner(cfg, data)
+    if teacher is not None:
+        if not pruner.options.distill:
+            raise ValueError(f"A teacher ({teacher}) needs prune.distill > 0.")
+        with pruner.strategy.scope():
+            pruner.teacher = load_model(teacher)
     metric = data.task.metric_name
     tuner = comparison.FineTuner(
         make_trainer=lambda model: pruner.make_trainer(model, orth_beta=0.0),

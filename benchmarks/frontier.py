@@ -4,7 +4,7 @@
         [--name vgg16_x0.5] [--tolerances 0.005,0.01,0.02] [--budget-tolerance 0.01] \
         [--fractions 0.2,0.3,0.45,0.6] [--reductions 1.5,2,3,4,6] \
         [--methods afp_tf,uniform_l1,global_l1] [--workdir DIR] [--override key=value ...] \
-        [--variant NAME:key=value,key=value ...] [--variant-tolerances 0.01]
+        [--variant NAME:key=value,key=value ...] [--variant-tolerances 0.01] [--distill W]
 
 Per seed (``seed`` and ``data.seed``): one trained baseline shared by every method, then
 
@@ -12,6 +12,9 @@ Per seed (``seed`` and ``data.seed``): one trained baseline shared by every meth
 * ``uniform_l1``: a ladder of one-shot uniform ℓ1 fractions (Li et al., 2017);
 * ``global_l1``: iterative global ℓ1 (10 % of the filters per round) to a ladder of MACs
   reductions (baseline MACs / target);
+* ``uniform_l1_distill`` (with ``--distill W``): the uniform ladder again, its fine-tune
+  distilled from the seed's baseline with ``prune.distill=W`` (and the config's
+  ``prune.distill_temperature``): the fair row for a variant with ``prune.distill=W``;
 
 * every ``--variant``: afp_tf with its overrides added, under its own method name, at each of
   ``--variant-tolerances`` (after the ladders, so it never sets their epochs);
@@ -46,8 +49,9 @@ from afp_tf.method import comparison  # noqa: E402
 from afp_tf.run import config_lib  # noqa: E402
 from afp_tf.run.task_builders import load_task  # noqa: E402
 
-LADDERS = ("uniform_l1", "global_l1")
+LADDERS = ("uniform_l1", "global_l1", "uniform_l1_distill")
 METHODS = ("afp_tf", *LADDERS)
+DISTILLED = "uniform_l1_distill"  # run with --distill only
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget-tolerance", type=float, default=0.01)
     parser.add_argument("--fractions", default="0.2,0.3,0.45,0.6", help="uniform_l1 ladder")
     parser.add_argument("--reductions", default="1.5,2,3,4,6", help="global_l1 ladder (×)")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != DISTILLED))
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--override", action="append", default=[], help="key=value")
     parser.add_argument("--global-rate", type=float, default=0.1, help="global_l1 per round")
@@ -67,6 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--variant", action="append", default=[], help="NAME:key=value,... (an afp_tf variant)"
     )
     parser.add_argument("--variant-tolerances", default="", help="default: --budget-tolerance")
+    parser.add_argument(
+        "--distill", type=float, default=0.0, help=f"W > 0 adds {DISTILLED} (prune.distill=W)"
+    )
     args = parser.parse_args(argv)
     cfg = config_lib.load_config(args.config)
     config_lib.apply_overrides(cfg, [*args.override, "export.enabled=false"])
@@ -74,11 +81,16 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}.")
+    if not 0 <= args.distill <= 1 or (DISTILLED in methods and not args.distill):
+        raise SystemExit(f"--distill: W in (0, 1] runs {DISTILLED}, got {args.distill}.")
+    if args.distill and DISTILLED not in methods:
+        methods.append(DISTILLED)
     plan = {
         "afp_tf": seeds.parse_numbers(args.tolerances, float, "--tolerances"),
         "uniform_l1": seeds.parse_numbers(args.fractions, float, "--fractions"),
         "global_l1": seeds.parse_numbers(args.reductions, float, "--reductions"),
     }
+    plan[DISTILLED] = plan["uniform_l1"]
     variants = dict(parse_variant(v) for v in args.variant)
     variant_eps = seeds.parse_numbers(
         args.variant_tolerances or str(args.budget_tolerance), float, "--variant-tolerances"
@@ -95,7 +107,17 @@ def main(argv: list[str] | None = None) -> dict:
             order += [("afp_tf", eps) for eps in plan["afp_tf"] if eps != budget_eps]
         order += [(v, eps) for v in variants for eps in variant_eps]
         for method, point in order:
-            _run_one(cfg, workdir, seed, method, point, budget_eps, args.global_rate, variants)
+            _run_one(
+                cfg,
+                workdir,
+                seed,
+                method,
+                point,
+                budget_eps,
+                args.global_rate,
+                variants,
+                args.distill,
+            )
             _write(name, args.config, cfg, workdir)
     return _write(name, args.config, cfg, workdir)
 
@@ -113,11 +135,13 @@ def parse_variant(spec: str) -> tuple[str, list[str]]:
 
 
 def _point_dir(workdir: Path, seed: int, method: str, point: float) -> Path:
-    tag = {"uniform_l1": "frac", "global_l1": "x"}.get(method, "eps")
+    tag = {"uniform_l1": "frac", DISTILLED: "frac", "global_l1": "x"}.get(method, "eps")
     return workdir / f"seed{seed}" / f"{method}_{tag}{point:g}"
 
 
-def _run_one(cfg, workdir: Path, seed, method: str, point, budget_eps, rate, variants=None) -> dict:
+def _run_one(
+    cfg, workdir: Path, seed, method: str, point, budget_eps, rate, variants=None, distill=0.0
+) -> dict:
     """One run (read back if finished, else run or resumed); returns its ``run.json``."""
     run_dir = _point_dir(workdir, seed, method, point)
     done = run_dir / "run.json"
@@ -134,9 +158,11 @@ def _run_one(cfg, workdir: Path, seed, method: str, point, budget_eps, rate, var
                 extra["overrides"] = added
         else:
             budget = _run_one(cfg, workdir, seed, "afp_tf", budget_eps, budget_eps, rate)["epochs"]
-            r = _ladder_point(cfg, base, run_dir, method, point, budget, rate)
-            extra = {"fraction" if method == "uniform_l1" else "reduction_target": point}
+            r = _ladder_point(cfg, base, run_dir, method, point, budget, rate, distill)
+            extra = {"reduction_target" if method == "global_l1" else "fraction": point}
             extra["budget_tolerance"] = budget_eps
+            if method == DISTILLED:
+                extra.update(distill=distill, distill_temperature=cfg.prune.distill_temperature)
     record = {
         "method": method,
         "seed": seed,
@@ -154,12 +180,19 @@ def _run_one(cfg, workdir: Path, seed, method: str, point, budget_eps, rate, var
     return record
 
 
-def _ladder_point(cfg, base: dict, run_dir: Path, method: str, point, budget: int, rate) -> dict:
-    """A uniform ℓ1 fraction or a global ℓ1 MACs reduction, fine-tuned for ``budget`` epochs."""
+def _ladder_point(
+    cfg, base: dict, run_dir: Path, method: str, point, budget: int, rate, distill=0.0
+) -> dict:
+    """A uniform ℓ1 fraction or a global ℓ1 MACs reduction, fine-tuned for ``budget`` epochs
+    (``uniform_l1_distill``: distilling from the baseline with ``prune.distill=distill``)."""
     c = cfg.copy_and_resolve_references()
     config_lib.apply_overrides(c, base["seed_overrides"])
     model_path = base["model"]
-    if method == "uniform_l1":
+    teacher = None
+    if method == DISTILLED:
+        config_lib.apply_overrides(c, [f"prune.distill={distill}"])
+        teacher = model_path
+    if method != "global_l1":
 
         def method_fn(tuner):
             model = compare.load_model(model_path)
@@ -177,7 +210,7 @@ def _ladder_point(cfg, base: dict, run_dir: Path, method: str, point, budget: in
                 max_group_fraction=c.prune.max_group_fraction,
             )
 
-    return compare.comparison_run(c, load_task(c), run_dir, method_fn)
+    return compare.comparison_run(c, load_task(c), run_dir, method_fn, teacher=teacher)
 
 
 def frontier_reduction(ladder: list[tuple[float, float]], drop: float) -> tuple[float, bool]:
@@ -308,7 +341,9 @@ def _plot(out: dict, path: Path) -> None:
     methods = sorted({p["method"] for p in out["summary"]["points"]}, key=_rank)
     for method in methods:
         rows = [p for p in out["summary"]["points"] if p["method"] == method]
-        marker = {"uniform_l1": "s--", "global_l1": "^--", "afp_tf": "o"}.get(method, "D")
+        marker = {"uniform_l1": "s--", DISTILLED: "s:", "global_l1": "^--", "afp_tf": "o"}.get(
+            method, "D"
+        )
         ax.errorbar(
             [p["macs"]["mean"] for p in rows],
             [100 * p["test"]["mean"] for p in rows],

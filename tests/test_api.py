@@ -159,6 +159,27 @@ def test_prune_numpy_tuples_relative_tolerance_work(data):
     assert result.params[1] < result.params[0]
 
 
+def test_prune_probe_rounds_probes_before_shrinking(data):
+    (xt, yt), (xv, yv) = data
+    model = trained_model(xt, yt, epochs=1)
+    before = [w.copy() for w in model.get_weights()]
+    result = afp_tf.prune(
+        model,
+        (xt, yt),
+        (xv, yv),
+        tolerance=0.05,
+        max_rounds=1,
+        recovery_epochs=1,
+        recalibrate_batches=2,
+        probe_rounds=True,
+        progress=False,
+    )
+    (info,) = result.history
+    assert info["probe"] and info["probe"][-1]["filters"] >= info["removed"] > 0
+    assert all(np.isfinite(p["metric"]) for p in info["probe"])
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
 def test_prune_accept_data_decides_and_sets_the_floor(data):
     (xt, yt), (xv, yv) = data
     model = trained_model(xt, yt)

@@ -155,3 +155,72 @@ def test_parse_variant_splits_overrides_and_refuses_bad_specs():
     for bad in ("endgame", "afp_tf:prune.p_max=0.2", "x:prune.p_max", "a-b:k=v"):
         with pytest.raises(SystemExit, match="--variant"):
             f.parse_variant(bad)
+
+
+def test_main_distill_adds_the_distilled_uniform_ladder_after_the_others(tmp_path, monkeypatch):
+    f = _frontier()
+    calls = []
+    monkeypatch.setattr(f, "_run_one", lambda cfg, w, seed, m, p, *a: calls.append((m, p, a[-1])))
+    monkeypatch.setattr(f, "_write", lambda *a: {})
+    args = ["lenet5_fashion_mnist", "--seeds", "0", "--tolerances", "0.01", "--fractions", "0.3"]
+    f.main([*args, "--reductions", "2", "--workdir", str(tmp_path), "--distill", "0.5"])
+    assert [c[:2] for c in calls] == [
+        ("afp_tf", 0.01),
+        ("uniform_l1", 0.3),
+        ("global_l1", 2.0),
+        ("uniform_l1_distill", 0.3),
+    ]
+    assert {c[2] for c in calls} == {0.5}
+    calls.clear()
+    f.main([*args, "--reductions", "2", "--workdir", str(tmp_path)])
+    assert "uniform_l1_distill" not in {c[0] for c in calls}  # only with --distill
+    with pytest.raises(SystemExit, match="--distill"):
+        f.main([*args, "--methods", "afp_tf,uniform_l1_distill", "--workdir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--distill"):
+        f.main([*args, "--distill", "1.5", "--workdir", str(tmp_path)])
+
+
+def test_ladder_point_distilled_uniform_distils_from_the_seed_baseline(tmp_path, monkeypatch):
+    f = _frontier()
+    seen = {}
+
+    def comparison_run(c, data, run_dir, method_fn, teacher=None):
+        seen[run_dir.name] = (c.prune.distill, teacher)
+        return {}
+
+    monkeypatch.setattr(f.compare, "comparison_run", comparison_run)
+    monkeypatch.setattr(f, "load_task", lambda c: None)
+    cfg = f.config_lib.load_config("lenet5_fashion_mnist")
+    base = {"seed_overrides": ["seed=1"], "model": tmp_path / "baseline.keras", "macs": 100}
+    for method in ("uniform_l1", "uniform_l1_distill"):
+        f._ladder_point(cfg, base, tmp_path / method, method, 0.3, 4, 0.1, 0.5)
+    assert seen == {
+        "uniform_l1": (0.0, None),
+        "uniform_l1_distill": (0.5, tmp_path / "baseline.keras"),
+    }
+    assert cfg.prune.distill == 0.0  # the config given is not changed
+
+
+def test_write_compares_afp_tf_with_the_distilled_uniform_ladder(tmp_path, monkeypatch):
+    f = _frontier()
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    work = tmp_path / "work"
+    runs = [
+        _run("afp_tf_distill", 0, 0.87, 300_000, tolerance=0.01),  # 4x at drop 0.01
+        _run("uniform_l1", 0, 0.86, 600_000, fraction=0.2),  # 2x at drop 0.02
+        _run("uniform_l1_distill", 0, 0.87, 400_000, fraction=0.2, distill=0.5),  # 3x at 0.01
+    ]
+    for r in runs:
+        path = f._point_dir(work, 0, r["method"], r.get("tolerance", r.get("fraction")))
+        path.mkdir(parents=True)
+        (path / "run.json").write_text(json.dumps(r))
+    cfg = ml_collections.ConfigDict(
+        {"model": {"name": "vgg16", "width": 0.5}, "task": "detection", "name": "x"}
+    )
+    out = f._write("vgg16_x0.5", "vgg16_fashion_mnist", cfg, work)
+    methods = [r["method"] for r in out["runs"]]
+    assert methods == ["afp_tf_distill", "uniform_l1", "uniform_l1_distill"]
+    (row,) = out["summary"]["afp_tf_vs_ladders"]
+    assert row["uniform_l1_distill"]["macs_reduction_at_equal_drop"] == pytest.approx(3.0)
+    assert row["uniform_l1_distill"]["afp_tf_over_it"] == pytest.approx(4.0 / 3.0)
+    assert row["uniform_l1"]["macs_reduction_at_equal_drop"] == pytest.approx(2**0.5)

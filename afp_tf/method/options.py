@@ -71,6 +71,15 @@ class PruneOptions:
       cost: per-filter cost the importance is divided by, one of ``afp.COSTS``: ``"macs"`` the
         MACs, ``"latency"`` the predicted ms one filter's removal saves (needs a latency table).
       max_group_fraction: most of a group one round may remove.
+      probe_rounds: before shrinking, probe the round: the decision metric of the model with the
+        candidates' outputs zeroed and BatchNorm statistics re-estimated (``recalibrate_batches``
+        training batches), no training; while it is below the probe floor ``accept_floor −
+        probe_slack · ε'`` (``ε'`` the spendable tolerance, ``ε`` minus the margin) the round's
+        quantile or threshold is halved and probed again, at most ``probe_bisections`` times; a
+        round whose smallest probe still misses runs at that size (``afp_tf.method.probe``).
+      probe_bisections: most halvings of a probed round (0 = probe and record only).
+      probe_slack: how far below the accept floor a probe may be, in units of ``ε'``: what
+        shrinking and recovery are expected to win back.
       removal: ``"all"`` candidates, or only those ``"decayed"`` below ``decay_fraction`` of
         their starting norm.
       decay_fraction: see ``removal``.
@@ -84,6 +93,11 @@ class PruneOptions:
       learning_rate: learning rate of pruning and recovery; 0 = the training one.
       margin_z: a round is accepted only ``margin_z`` standard errors of the decision metric
         above the floor (accuracy-like metrics with a known acceptance-set size; else 0).
+      distill: weight ``w`` of distillation from the unpruned model (the teacher) in every
+        shrink, recovery and fine-tune step: ``(1 − w)·task + w·T²·KL(softmax(teacher/T) ‖
+        softmax(student/T))``; in [0, 1], 0 = off. Classifiers only (a (sparse) categorical
+        cross-entropy task loss).
+      distill_temperature: ``T`` of ``distill``, > 0.
     """
 
     enabled: bool = True
@@ -113,6 +127,9 @@ class PruneOptions:
     importance: str = "layer_mean"
     cost: str = "none"
     max_group_fraction: float = 0.5
+    probe_rounds: bool = False
+    probe_bisections: int = 4
+    probe_slack: float = 1.0
     removal: str = "all"
     decay_fraction: float = 0.5
     finetune_epochs: int = 2
@@ -122,6 +139,8 @@ class PruneOptions:
     max_nonfinite_retries: int = 2
     learning_rate: float = 0.0
     margin_z: float = 1.0
+    distill: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self):
         _choice("rule", self.rule, prc.RULES)
@@ -140,6 +159,7 @@ class PruneOptions:
             "max_rounds",
             "max_nonfinite_retries",
             "recalibrate_batches",
+            "probe_bisections",
         ):
             _check(_is_int(getattr(self, key), 0), f"{key}={getattr(self, key)!r} must be >= 0.")
         for key in ("min_filters", "round_to", "max_failures"):
@@ -173,8 +193,25 @@ class PruneOptions:
             _check(0 <= value < 1, f"{key}={value} must be in [0, 1) (0 = off).")
         _check(self.learning_rate >= 0, f"learning_rate={self.learning_rate} must be >= 0.")
         _check(
+            isinstance(self.probe_rounds, bool),
+            f"probe_rounds={self.probe_rounds!r} must be True or False.",
+        )
+        _check(
+            math.isfinite(self.probe_slack) and self.probe_slack >= 0,
+            f"probe_slack={self.probe_slack} must be >= 0 (in units of the spendable tolerance).",
+        )
+        _check(
             math.isfinite(self.margin_z) and self.margin_z >= 0,
             f"margin_z={self.margin_z} must be >= 0.",
+        )
+        _check(
+            math.isfinite(self.distill) and 0 <= self.distill <= 1,
+            f"distill={self.distill} must be in [0, 1] (the weight of the distillation term; "
+            "0 = off).",
+        )
+        _check(
+            math.isfinite(self.distill_temperature) and self.distill_temperature > 0,
+            f"distill_temperature={self.distill_temperature} must be > 0.",
         )
 
     @classmethod

@@ -76,6 +76,21 @@ class RoundPlan:
     strength: float
     recover_only: bool
 
+    def halved(self) -> RoundPlan:
+        """This plan with the quantile (or threshold) and the strength scaled as a retry after a
+        failure scales them: on the same model, a subset of the least important of its
+        candidates (about half of them for a quantile)."""
+
+        def half(v):
+            return None if v is None else v * _BACKOFF
+
+        return dataclasses.replace(
+            self,
+            quantile=half(self.quantile),
+            threshold=half(self.threshold),
+            strength=self.strength * _BACKOFF,
+        )
+
 
 class PruningRateController:
     """Sets the pruning rate of each round from the remaining tolerance; decides when to stop.

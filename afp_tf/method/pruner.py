@@ -19,9 +19,9 @@ from absl import logging
 
 from afp_tf import stats, surgery
 from afp_tf.export.latency_model import MIN_SAVING_MS, LatencyTable
-from afp_tf.method import afp, prc, recalibration, regularizers, round_weights
+from afp_tf.method import afp, prc, probe, recalibration, regularizers, round_weights
 from afp_tf.method.options import PruneOptions
-from afp_tf.train import training
+from afp_tf.train import distillation, training
 from afp_tf.train.epochs import run_epochs
 from afp_tf.train.task import Task
 
@@ -79,6 +79,16 @@ class Pruner:
       step_options: XLA and steps per compiled call of every trainer.
       latency: the latency table that ``cost="latency"`` and ``latency_target_ms`` need
         (``afp_tf.export.latency_model``); it predicts each round's model (``predicted_ms``).
+
+    Attributes:
+      teacher: with ``options.distill``, the unpruned model every trainer of :meth:`make_trainer`
+        distils from (shrink, recovery, fine-tune): :meth:`start` sets it to the model it starts
+        from; a caller resuming a run sets it to that model (the main job: its
+        ``baseline.keras``). None (before): trainers train on the task loss alone.
+
+    Raises:
+      ValueError: ``options.distill`` on a task whose loss is not a (sparse) categorical
+        cross-entropy (its model's outputs are not class logits or probabilities).
     """
 
     def __init__(
@@ -117,6 +127,8 @@ class Pruner:
         self.seed = seed
         self.step_options = step_options or training.StepOptions()
         self.latency = latency
+        self.teacher: keras.Model | None = None
+        self._outputs = distilled_outputs(options, task)
 
     # ----------------------------------------------------------------- building blocks
     def make_trainer(
@@ -149,6 +161,19 @@ class Pruner:
             global_batch_size=self.global_batch_size,
             options=self.step_options,
             after_train_calls=after_train_calls,
+            distillation=self._distillation(),
+        )
+
+    def _distillation(self) -> distillation.Distillation | None:
+        """What every trainer distils from: :attr:`teacher` with ``options.distill`` (None
+        without either)."""
+        if not self.options.distill or self.teacher is None:
+            return None
+        return distillation.Distillation(
+            self.teacher,
+            self.options.distill,
+            self.options.distill_temperature,
+            self._outputs,
         )
 
     def evaluate(self, trainer: training.Trainer, split: str = "val") -> dict:
@@ -167,7 +192,10 @@ class Pruner:
         return self.options.margin_z * prc.standard_error(baseline, self.accept_size)
 
     def start(self, model: keras.Model, baseline_macs: int, epoch: int = 0) -> PruneState:
-        """The initial state of a run from the unpruned (trained) ``model``."""
+        """The initial state of a run from the unpruned (trained) ``model``; with
+        ``options.distill``, ``model`` becomes the :attr:`teacher` (it is never trained)."""
+        if self.options.distill:
+            self.teacher = model
         trainer = self.make_trainer(model, orth_beta=0.0)  # evaluation only: no penalty to build
         val = self._metric(trainer, "val")
         accept = self._metric(trainer, "accept") if self.accept_data is not None else val
@@ -241,8 +269,14 @@ class Pruner:
         says whether the model is a new one.
 
         Raises:
-          ValueError: the options need a latency table and the pruner has none.
+          ValueError: the options need a latency table and the pruner has none, or
+            ``options.distill`` a :attr:`teacher` and it has none.
         """
+        if self.options.distill and self.teacher is None:
+            raise ValueError(
+                "prune.distill needs the unpruned model as the teacher: Pruner.start sets it; "
+                "a resumed run sets Pruner.teacher (the main job loads its baseline.keras)."
+            )
         if self.options.needs_latency and self.latency is None:
             raise ValueError(
                 "prune.cost='latency' and prune.latency_target_ms need a latency table: "
@@ -333,6 +367,13 @@ class Pruner:
             )
             if not candidates:
                 return "no candidates", None, info
+            if opts.probe_rounds:
+                select = functools.partial(
+                    round_candidates, weights, options=opts, divisions=divisions, filter_cost=cost
+                )
+                plan, candidates = self._probe(
+                    work, work_analysis, plan, candidates, select, controller, state.epoch, info
+                )
             if controller.min_round_macs:
                 saved = self._macs_saved(work, work_analysis, candidates)
                 info["macs_saved_fraction"] = saved
@@ -405,6 +446,39 @@ class Pruner:
         outcome = "accepted" if controller.meets_floor(metric) else "failed"
         return outcome, (pruned, pruned_analysis), info
 
+    def _probe(
+        self, model, analysis, plan, candidates, select, controller, epoch: int, info: dict
+    ) -> tuple[prc.RoundPlan, dict[str, list[int]]]:
+        """The plan and candidates a round runs with after probing them (``probe_rounds``): the
+        decision metric of ``model`` with the candidates zeroed and BatchNorm statistics
+        re-estimated on the batches of ``epoch``, halved (``select(plan)`` picks the candidates
+        of a plan) while it is below ``accept_floor − probe_slack · ε'``. ``model`` is left as
+        it was; ``info`` gets ``probe_floor`` and ``probe`` (one entry per probe, the last the
+        size chosen), and the chosen plan's quantile, threshold and strength."""
+        opts = self.options
+        floor = controller.accept_floor - opts.probe_slack * (controller.budget - controller.margin)
+        trainer = self.make_trainer(model, orth_beta=0.0, analysis=analysis)  # evaluation only
+
+        def measure(chosen) -> float:
+            return probe.zeroed_metric(
+                analysis,
+                chosen,
+                recalibrate=lambda: self._recalibrate(model, analysis, epoch),
+                evaluate=lambda: self._metric(trainer, "accept"),
+            )
+
+        plan, candidates, probes = probe.bisect(
+            plan, candidates, select, measure, floor, opts.probe_bisections
+        )
+        info.update(
+            probe_floor=floor,
+            probe=probes,
+            quantile=plan.quantile,
+            threshold=plan.threshold,
+            strength=plan.strength,
+        )
+        return plan, candidates
+
     def _macs_saved(self, model: keras.Model, analysis, candidates) -> float:
         """The fraction of ``model``'s MACs that removing ``candidates`` saves."""
         with self.strategy.scope():
@@ -439,6 +513,26 @@ class Pruner:
                 "recovery_schedule='constant'."
             )
         return steps
+
+
+def distilled_outputs(options: PruneOptions, task: Task) -> str | None:
+    """What ``options.distill`` distils for ``task`` (``distillation.OUTPUTS``), None when off.
+
+    Raises:
+      ValueError: ``options.distill`` on a task whose loss is not a (sparse) categorical
+        cross-entropy: its model's outputs are not class logits or probabilities.
+    """
+    if not options.distill:
+        return None
+    outputs = distillation.class_outputs(task.loss)
+    if outputs is None:
+        raise ValueError(
+            f"prune.distill={options.distill} distils class scores, and this task's loss "
+            f"({type(task.loss).__name__}) is not a (sparse) categorical cross-entropy, so its "
+            "model's outputs are not class logits or probabilities (a detector's are not): set "
+            "prune.distill=0."
+        )
+    return outputs
 
 
 def round_candidates(
@@ -535,7 +629,7 @@ def _log_round(info: dict, controller) -> None:
         return
     logging.info(
         "round %d %s | metric %.4f (accept floor %.4f) | %s | lambda %.3g | removed %d "
-        "filters | MACs %s%s | recovery %d epochs",
+        "filters%s | MACs %s%s | recovery %d epochs",
         info["round"],
         info["outcome"],
         info["metric"],
@@ -543,10 +637,18 @@ def _log_round(info: dict, controller) -> None:
         _fmt(info["quantile"], info["threshold"]),
         info["strength"],
         info["removed"],
+        _fmt_probe(info),
         f"{info['macs']:,}",
         f" | predicted {info['predicted_ms']:.4g} ms" if "predicted_ms" in info else "",
         info["recovery_epochs"],
     )
+
+
+def _fmt_probe(info: dict) -> str:
+    if "probe" not in info:
+        return ""
+    probes = ", ".join(f"{p['filters']}: {p['metric']:.4f}" for p in info["probe"])
+    return f" (probed {probes}; floor {info['probe_floor']:.4f})"
 
 
 def _fmt(quantile: float | None, threshold: float | None) -> str:

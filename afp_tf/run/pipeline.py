@@ -125,6 +125,12 @@ class Run:
         self.pruner = self._make_pruner()
         if extends_pruning(self.cfg, self.state):
             self._reopen_pruning()
+        if self.pruner.options.distill and self.state["phase"] in ("pruning", "finetune"):
+            # A resumed run distils from the baseline it saved (a fresh one: Pruner.start).
+            with self.strategy.scope():
+                self.pruner.teacher = keras.saving.load_model(
+                    self.workdir / "baseline.keras", compile=False
+                )
         phases = {
             "baseline": self._baseline,
             "pruning": self._prune,

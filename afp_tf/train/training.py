@@ -26,6 +26,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from afp_tf.train.distillation import Distillation
 from afp_tf.train.distribute import check_created_in_scope, is_chief, make_strategy
 from afp_tf.train.precision import computes_in_float16
 
@@ -160,6 +161,10 @@ class Trainer:
       after_train_calls: callables run after every compiled training call with the number of
         steps it ran, outside the replica context (they may assign to variables, e.g.
         ``regularizers.TargetedFade``).
+      distillation: a frozen teacher whose softened outputs the training loss also matches
+        (:class:`~afp_tf.train.distillation.Distillation`: one more forward pass, the
+        teacher's, per step); its weights must live under ``strategy`` too. Evaluation reports
+        the task loss alone.
 
     A model with float16 layers (``precision.policy("mixed_float16")``) gets its optimizer
     wrapped in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling); its outputs are
@@ -178,6 +183,7 @@ class Trainer:
         global_batch_size: int,
         options: StepOptions = StepOptions(),
         after_train_calls: Sequence[Callable[[int], None]] = (),
+        distillation: Distillation | None = None,
     ):
         if not model.built or not model.weights:
             raise ValueError(
@@ -192,7 +198,10 @@ class Trainer:
         if bad:
             raise TypeError(f"extra_losses must be zero-argument callables, got {bad!r}.")
         check_created_in_scope(strategy, model.weights, f"model {model.name!r}")
+        if distillation is not None:
+            check_created_in_scope(strategy, distillation.teacher.weights, "distillation teacher")
         self.model, self.strategy = model, strategy
+        self.distillation = distillation
         self.global_batch_size, self.options = global_batch_size, options
         self.extra_losses = tuple(extra_losses)
         self.after_train_calls = tuple(after_train_calls)
@@ -233,8 +242,8 @@ class Trainer:
 
         Returns:
           ``loss`` (= ``task_loss + penalty``), ``task_loss`` (mean per-example loss over the
-          epoch), ``penalty`` (mean of extra losses + model regularisation losses per step) and
-          the metrics over the epoch.
+          epoch; with ``distillation``, the blended loss trained on), ``penalty`` (mean of extra
+          losses + model regularisation losses per step) and the metrics over the epoch.
 
         Raises:
           NonFiniteLossError: naming the first step whose loss is NaN or infinite (checked after
@@ -340,10 +349,15 @@ class Trainer:
         """Task loss, penalty, gradients and predictions of one replica's batch (no collective
         ops and no variable updates, so XLA can compile it under any strategy)."""
         variables = self.model.trainable_variables
+        soft = self.distillation
+        y_teacher = soft.teacher_outputs(x) if soft is not None else None
         with tf.GradientTape() as tape:
             y_pred = _to_float32(self.model(x, training=True))
+            losses = self._loss(y, y_pred)
+            if soft is not None:
+                losses = soft.blend(losses, y_pred, y_teacher)
             task = tf.nn.compute_average_loss(
-                self._loss(y, y_pred), sample_weight, global_batch_size=tf.cast(global_n, tf.int32)
+                losses, sample_weight, global_batch_size=tf.cast(global_n, tf.int32)
             )
             penalty = tf.nn.scale_regularization_loss(self._penalty())
             scaled = self.optimizer.scale_loss(task + penalty)
