@@ -1,4 +1,4 @@
-"""Shared test set-up: quiet TensorFlow, two logical CPU devices, fixed seeds."""
+"""Shared test set-up: quiet TensorFlow, two logical CPU devices, fixed seeds, slow files first."""
 
 import importlib.util
 import os
@@ -15,6 +15,13 @@ import tensorflow as tf  # noqa: E402
 # Must happen before TensorFlow initialises its devices.
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+def pytest_collection_modifyitems(items):
+    """The files holding a ``slow`` test run first (stable otherwise): under ``-n 2 --dist
+    loadfile`` the two workers then end on short files together, not one on a long file alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
