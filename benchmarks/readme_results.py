@@ -567,6 +567,35 @@ def _gtsdb_probe(d: dict) -> str:
     return f"Fine-tunes from `{d['baseline']}/baseline.keras`.\n\n" + _table(header, rows)
 
 
+def _drift_row(d: dict) -> dict:
+    """A measurement of a round's training alone: no pruning columns."""
+    return {"model": f"`{d['config']}`, one round removing ~nothing", "data": "as the frontier's"}
+
+
+def _drift(d: dict) -> str:
+    """Per recipe, the decision metric lost by a round that removes (almost) nothing."""
+    rows = []
+    for s in d["summary"]:
+        runs = [r for r in d["runs"] if r["recipe"] == s["recipe"]]
+        rows.append(
+            [
+                s["recipe"],
+                ", ".join(runs[0]["overrides"]),
+                f"{100 * s['drift_mean']:.2f} ± {100 * s['drift_sd']:.2f} (n={s['n']})",
+                ", ".join(f"{100 * r['drift']:+.2f}" for r in runs),
+                ", ".join(str(r["removed"]) for r in runs),
+                ", ".join(str(r["recovery_epochs"]) for r in runs),
+            ]
+        )
+    header = ["recipe", "overrides", "drift (points)", "per seed", "removed", "recovery epochs"]
+    return (
+        f"From the seed-{d['baseline_seed']} baseline, one round of the main job at quantile "
+        f"{d['quantile']:g} (a few filters), no fine-tune; drift = decision metric before − "
+        "after the round (positive: the round's training alone lost accuracy), mean ± sd over "
+        "training seeds.\n\n" + _table(header, rows)
+    )
+
+
 def _coverage_row(d: dict) -> dict:
     return {"model": _coverage_summary(d), "data": "random weights"}
 
@@ -647,6 +676,7 @@ def _kind(stem: str) -> tuple[Callable[[dict], str], Callable[[dict], dict], int
             ("ssd_", _ssd, _detector_row("SSD")),
             ("gtsdb_class_diagnosis", _gtsdb_diagnosis, _gtsdb_study_row),
             ("gtsdb_finetune_probe", _gtsdb_probe, _gtsdb_study_row),
+            ("recovery_drift", _drift, _drift_row),
             ("frcnn_", _frcnn, _detector_row("Faster R-CNN + FPN")),
         )
     ):

@@ -258,3 +258,24 @@ def test_recorded_results_superseded_ones_name_their_commit(gen):
     for path in sorted((REPO / "benchmarks" / "results").glob("*.json")):
         if gen._superseded(path.stem, json.loads(path.read_text())):
             assert path.stem in gen.MEASURED_AT, f"record the commit of {path.name}"
+
+
+def test_results_page_recovery_drift_section_gives_mean_sd_per_recipe(gen):
+    runs = [
+        {"recipe": "base", "overrides": ["prune.finetune_epochs=0"], "drift": d, "removed": 2,
+         "recovery_epochs": 2}
+        for d in (0.004, 0.008)
+    ]  # fmt: skip
+    d = {
+        "config": "vgg16_fashion_mnist",
+        "baseline_seed": 0,
+        "quantile": 0.001,
+        "summary": [{"recipe": "base", "drift_mean": 0.006, "drift_sd": 0.00283, "n": 2}],
+        "runs": runs,
+    }
+    text = gen._drift(d)
+    assert (
+        "| base | prune.finetune_epochs=0 | 0.60 ± 0.28 (n=2) | +0.40, +0.80 | 2, 2 | 2, 2 |"
+        in text
+    )
+    assert gen._kind("recovery_drift_vgg16")[0] is gen._drift
