@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--override", action="append", default=[], help="key=value")
     args = parser.parse_args(argv)
     cfg = config_lib.load_config(args.config)
-    config_lib.apply_overrides(cfg, args.override)
+    config_lib.apply_overrides(cfg, [*args.override, "export.enabled=false"])
     base = seeds.shared_baseline(cfg, args.workdir, args.seed)
     runs, summary = [], []
     for spec in args.recipe or DEFAULT_RECIPES:

@@ -1,4 +1,4 @@
-"""benchmarks/recovery_drift.py: the overrides a drift run gets, its drift, read-back and summary."""
+"""benchmarks/recovery_drift.py: a drift run's overrides, its drift, read-back and summary."""
 
 import json
 import sys
