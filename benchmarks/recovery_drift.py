@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/recovery_drift.py vgg16_fashion_mnist --seed 0 \
         --workdir runs/frontier_vgg16_x0.5 [--train-seeds 0,1] \
-        [--recipe NAME:key=value,... ...] [--name recovery_drift_vgg16_x0.5] \
+        --recipe NAME:key=value,... [--recipe ...] [--name recovery_drift_vgg16_x0.5] \
         [--override key=value ...]
 
 A round's decision metric after recovery is compared with the floor; what the round's training
@@ -34,8 +34,6 @@ from frontier import parse_variant  # noqa: E402
 
 from afp_tf import io_utils  # noqa: E402
 from afp_tf.run import config_lib  # noqa: E402
-
-DEFAULT_RECIPES = ("as_configured:prune.finetune_epochs=0",)
 
 
 def _run(cfg, base: dict, run_dir: Path, recipe: list[str], quantile: float, seed: int) -> dict:
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="the baseline's seed")
     parser.add_argument("--train-seeds", default="0,1")
     parser.add_argument("--quantile", type=float, default=0.001)
-    parser.add_argument("--recipe", action="append", default=[], help="NAME:key=value,...")
+    parser.add_argument("--recipe", action="append", required=True, help="NAME:key=value,...")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--name", default="recovery_drift")
     parser.add_argument("--override", action="append", default=[], help="key=value")
@@ -87,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     config_lib.apply_overrides(cfg, [*args.override, "export.enabled=false"])
     base = seeds.shared_baseline(cfg, args.workdir, args.seed)
     runs, summary = [], []
-    for spec in args.recipe or DEFAULT_RECIPES:
+    for spec in args.recipe:
         name, recipe = parse_variant(spec)
         drifts = []
         for t in (int(s) for s in args.train_seeds.split(",")):
