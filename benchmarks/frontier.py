@@ -4,7 +4,8 @@
         [--name vgg16_x0.5] [--tolerances 0.005,0.01,0.02] [--budget-tolerance 0.01] \
         [--fractions 0.2,0.3,0.45,0.6] [--reductions 1.5,2,3,4,6] \
         [--methods afp_tf,uniform_l1,global_l1] [--workdir DIR] [--override key=value ...] \
-        [--variant NAME:key=value,key=value ...] [--variant-tolerances 0.01] [--distill W]
+        [--variant NAME:key=value,key=value ...] [--variant-tolerances 0.01] \
+        [--ladder-variant NAME:key=value,key=value ...]
 
 Per seed (``seed`` and ``data.seed``): one trained baseline shared by every method, then
 
@@ -12,10 +13,10 @@ Per seed (``seed`` and ``data.seed``): one trained baseline shared by every meth
 * ``uniform_l1``: a ladder of one-shot uniform ℓ1 fractions (Li et al., 2017);
 * ``global_l1``: iterative global ℓ1 (10 % of the filters per round) to a ladder of MACs
   reductions (baseline MACs / target);
-* ``uniform_l1_distill`` (with ``--distill W``): the uniform ladder again, its fine-tune
-  distilled from the seed's baseline with ``prune.distill=W`` (and the config's
-  ``prune.distill_temperature``): the fair row for a variant with ``prune.distill=W``;
-
+* every ``--ladder-variant``: the uniform ladder again with its overrides added, under its own
+  method name: the fair row for an afp_tf variant that changes how it trains (e.g.
+  ``uniform_l1_distill:prune.distill=0.5`` distils its fine-tune from the seed's baseline, as
+  ``prune.distill`` does in afp_tf; ``prune.learning_rate=…`` fine-tunes at another rate);
 * every ``--variant``: afp_tf with its overrides added, under its own method name, at each of
   ``--variant-tolerances`` (after the ladders, so it never sets their epochs);
 
@@ -49,9 +50,8 @@ from afp_tf.method import comparison  # noqa: E402
 from afp_tf.run import config_lib  # noqa: E402
 from afp_tf.run.task_builders import load_task  # noqa: E402
 
-LADDERS = ("uniform_l1", "global_l1", "uniform_l1_distill")
+LADDERS = ("uniform_l1", "global_l1")
 METHODS = ("afp_tf", *LADDERS)
-DISTILLED = "uniform_l1_distill"  # run with --distill only
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget-tolerance", type=float, default=0.01)
     parser.add_argument("--fractions", default="0.2,0.3,0.45,0.6", help="uniform_l1 ladder")
     parser.add_argument("--reductions", default="1.5,2,3,4,6", help="global_l1 ladder (×)")
-    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != DISTILLED))
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--override", action="append", default=[], help="key=value")
     parser.add_argument("--global-rate", type=float, default=0.1, help="global_l1 per round")
@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--variant-tolerances", default="", help="default: --budget-tolerance")
     parser.add_argument(
-        "--distill", type=float, default=0.0, help=f"W > 0 adds {DISTILLED} (prune.distill=W)"
+        "--ladder-variant",
+        action="append",
+        default=[],
+        help="NAME:key=value,... (the uniform_l1 ladder with these overrides)",
     )
     args = parser.parse_args(argv)
     cfg = config_lib.load_config(args.config)
@@ -81,17 +84,16 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}.")
-    if not 0 <= args.distill <= 1 or (DISTILLED in methods and not args.distill):
-        raise SystemExit(f"--distill: W in (0, 1] runs {DISTILLED}, got {args.distill}.")
-    if args.distill and DISTILLED not in methods:
-        methods.append(DISTILLED)
     plan = {
         "afp_tf": seeds.parse_numbers(args.tolerances, float, "--tolerances"),
         "uniform_l1": seeds.parse_numbers(args.fractions, float, "--fractions"),
         "global_l1": seeds.parse_numbers(args.reductions, float, "--reductions"),
     }
-    plan[DISTILLED] = plan["uniform_l1"]
     variants = dict(parse_variant(v) for v in args.variant)
+    ladder_variants = dict(parse_variant(v, "--ladder-variant") for v in args.ladder_variant)
+    clash = sorted(set(variants) & set(ladder_variants))
+    if clash:
+        raise SystemExit(f"--variant and --ladder-variant share the names {clash}.")
     variant_eps = seeds.parse_numbers(
         args.variant_tolerances or str(args.budget_tolerance), float, "--variant-tolerances"
     )
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         # other tolerances.
         order = [("afp_tf", budget_eps)]
         order += [(m, p) for m in LADDERS if m in methods for p in plan[m]]
+        order += [(m, p) for m in ladder_variants for p in plan["uniform_l1"]]
         if "afp_tf" in methods:
             order += [("afp_tf", eps) for eps in plan["afp_tf"] if eps != budget_eps]
         order += [(v, eps) for v in variants for eps in variant_eps]
@@ -116,40 +119,51 @@ def main(argv: list[str] | None = None) -> dict:
                 budget_eps,
                 args.global_rate,
                 variants,
-                args.distill,
+                ladder_variants,
             )
             _write(name, args.config, cfg, workdir)
     return _write(name, args.config, cfg, workdir)
 
 
-def parse_variant(spec: str) -> tuple[str, list[str]]:
+def parse_variant(spec: str, flag: str = "--variant") -> tuple[str, list[str]]:
     """``NAME:key=value,key=value`` -> ``(NAME, ["key=value", ...])``."""
     name, _, overrides = spec.partition(":")
     pairs = [o.strip() for o in overrides.split(",") if o.strip()]
     if not name.isidentifier() or name in METHODS or not pairs or any("=" not in o for o in pairs):
         raise SystemExit(
-            f"--variant {spec!r}: expected NAME:key=value[,key=value...] with a new NAME "
+            f"{flag} {spec!r}: expected NAME:key=value[,key=value...] with a new NAME "
             f"(not one of {', '.join(METHODS)})."
         )
     return name, pairs
 
 
-def _point_dir(workdir: Path, seed: int, method: str, point: float) -> Path:
-    tag = {"uniform_l1": "frac", DISTILLED: "frac", "global_l1": "x"}.get(method, "eps")
+def _point_dir(workdir: Path, seed: int, method: str, point: float, ladder: bool) -> Path:
+    """``ladder``: a uniform_l1 (or ladder variant) fraction or a global_l1 target."""
+    tag = ("x" if method == "global_l1" else "frac") if ladder else "eps"
     return workdir / f"seed{seed}" / f"{method}_{tag}{point:g}"
 
 
 def _run_one(
-    cfg, workdir: Path, seed, method: str, point, budget_eps, rate, variants=None, distill=0.0
+    cfg,
+    workdir: Path,
+    seed,
+    method: str,
+    point,
+    budget_eps,
+    rate,
+    variants=None,
+    ladder_variants=None,
 ) -> dict:
     """One run (read back if finished, else run or resumed); returns its ``run.json``."""
-    run_dir = _point_dir(workdir, seed, method, point)
+    ladder_variants = ladder_variants or {}
+    ladder = method in LADDERS or method in ladder_variants
+    run_dir = _point_dir(workdir, seed, method, point, ladder)
     done = run_dir / "run.json"
     if done.is_file():
         return io_utils.read_json(done)
     base = seeds.shared_baseline(cfg, workdir, seed)
     with common.wall_clock(run_dir) as wall:
-        if method not in LADDERS:  # afp_tf or one of its variants
+        if not ladder:  # afp_tf or one of its variants
             added = (variants or {}).get(method, [])
             overrides = [*base["overrides"], f"prune.tolerance={point}", *added]
             r = compare.afp_run(cfg, run_dir, overrides)
@@ -158,11 +172,12 @@ def _run_one(
                 extra["overrides"] = added
         else:
             budget = _run_one(cfg, workdir, seed, "afp_tf", budget_eps, budget_eps, rate)["epochs"]
-            r = _ladder_point(cfg, base, run_dir, method, point, budget, rate, distill)
+            added = ladder_variants.get(method, [])
+            r = _ladder_point(cfg, base, run_dir, method, point, budget, rate, added)
             extra = {"reduction_target" if method == "global_l1" else "fraction": point}
             extra["budget_tolerance"] = budget_eps
-            if method == DISTILLED:
-                extra.update(distill=distill, distill_temperature=cfg.prune.distill_temperature)
+            if added:
+                extra["overrides"] = added
     record = {
         "method": method,
         "seed": seed,
@@ -181,17 +196,15 @@ def _run_one(
 
 
 def _ladder_point(
-    cfg, base: dict, run_dir: Path, method: str, point, budget: int, rate, distill=0.0
+    cfg, base: dict, run_dir: Path, method: str, point, budget: int, rate, overrides=()
 ) -> dict:
-    """A uniform ℓ1 fraction or a global ℓ1 MACs reduction, fine-tuned for ``budget`` epochs
-    (``uniform_l1_distill``: distilling from the baseline with ``prune.distill=distill``)."""
+    """A uniform ℓ1 fraction (``uniform_l1`` or a ladder variant, its ``overrides`` added) or a
+    global ℓ1 MACs reduction, fine-tuned for ``budget`` epochs; the fine-tune distils from the
+    seed's baseline when the config sets ``prune.distill``."""
     c = cfg.copy_and_resolve_references()
-    config_lib.apply_overrides(c, base["seed_overrides"])
+    config_lib.apply_overrides(c, [*base["seed_overrides"], *overrides])
     model_path = base["model"]
-    teacher = None
-    if method == DISTILLED:
-        config_lib.apply_overrides(c, [f"prune.distill={distill}"])
-        teacher = model_path
+    teacher = model_path if c.prune.distill else None
     if method != "global_l1":
 
         def method_fn(tuner):
@@ -239,10 +252,10 @@ def frontier_reduction(ladder: list[tuple[float, float]], drop: float) -> tuple[
 def summarize(runs: list[dict]) -> dict:
     """Per method and point: mean ± sd; per afp_tf run: the ladders' reductions at its drop."""
     groups: dict[tuple, list[dict]] = {}
-    for r in runs:
+    for r in sorted(runs, key=_order):
         groups.setdefault((r["method"], _point(r)), []).append(r)
     points = []
-    for (method, point), rs in sorted(groups.items(), key=lambda kv: (_rank(kv[0][0]), kv[0][1])):
+    for (method, point), rs in groups.items():
         cols = {
             "test": [r["test"] for r in rs],
             "test_drop": [r["baseline_test"] - r["test"] for r in rs],
@@ -252,12 +265,13 @@ def summarize(runs: list[dict]) -> dict:
             "epochs": [r["epochs"] for r in rs],
             "wall_seconds": [r["wall_seconds"] for r in rs],
         }
-        row = {"method": method, "point": point, "n": len(rs)}
+        row = {"method": method, "point": point, "kind": _kind(rs[0]), "n": len(rs)}
         row.update({k: _stat(v) for k, v in cols.items()})
         points.append(row)
+    ladders = list(dict.fromkeys(r["method"] for r in sorted(runs, key=_order) if _is_ladder(r)))
     matched = []
     for r in runs:
-        if r["method"] in LADDERS:
+        if _is_ladder(r):
             continue
         drop = r["baseline_test"] - r["test"]
         row = {
@@ -268,7 +282,7 @@ def summarize(runs: list[dict]) -> dict:
             "macs_reduction": r["baseline_macs"] / r["macs"],
             "within_tolerance_plus_0.3pt": drop <= r["tolerance"] + 0.003 + 1e-9,
         }
-        for method in LADDERS:
+        for method in ladders:
             ladder = [
                 (x["baseline_test"] - x["test"], x["baseline_macs"] / x["macs"])
                 for x in runs
@@ -286,14 +300,30 @@ def summarize(runs: list[dict]) -> dict:
     return {"points": points, "afp_tf_vs_ladders": matched}
 
 
-def _rank(method: str) -> tuple[int, str]:
-    """Sort key: afp_tf, its variants (by name), then the ladders."""
-    order = {"afp_tf": 0, **{m: 2 + i for i, m in enumerate(LADDERS)}}
-    return order.get(method, 1), method
+def _is_ladder(r: dict) -> bool:
+    """A ladder point (uniform ℓ1, global ℓ1 or a ladder variant), not an afp_tf run."""
+    return "tolerance" not in r
+
+
+def _rank(method: str, ladder: bool) -> tuple[int, str]:
+    """Sort key: afp_tf, its variants (by name), uniform ℓ1, global ℓ1, the ladder variants."""
+    if not ladder:
+        return (0 if method == "afp_tf" else 1), method
+    return (2 + LADDERS.index(method) if method in LADDERS else 4), method
+
+
+def _order(r: dict) -> tuple:
+    """Sort key of a run: its method's rank, then its point."""
+    return _rank(r["method"], _is_ladder(r)), _point(r)
+
+
+def _kind(r: dict) -> str:
+    """What a run's point is: ``"tolerance"``, ``"fraction"`` or ``"reduction_target"``."""
+    return next(k for k in ("tolerance", "fraction", "reduction_target") if k in r)
 
 
 def _point(r: dict) -> float:
-    return r.get("tolerance", r.get("fraction", r.get("reduction_target")))
+    return r[_kind(r)]
 
 
 def _stat(values: list[float]) -> dict:
@@ -306,7 +336,7 @@ def _stat(values: list[float]) -> dict:
 def _write(name: str, config: str, cfg, workdir: Path) -> dict:
     """Rewrites the result file and plot from every finished run under ``workdir``."""
     runs = [io_utils.read_json(p) for p in sorted(workdir.glob("seed*/*/run.json"))]
-    runs.sort(key=lambda r: (r["seed"], _rank(r["method"]), _point(r)))
+    runs.sort(key=lambda r: (r["seed"], *_order(r)))
     out = {
         "config": config,
         "model": cfg.model.name,
@@ -338,11 +368,12 @@ def _plot(out: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    methods = sorted({p["method"] for p in out["summary"]["points"]}, key=_rank)
-    for method in methods:
-        rows = [p for p in out["summary"]["points"] if p["method"] == method]
-        marker = {"uniform_l1": "s--", DISTILLED: "s:", "global_l1": "^--", "afp_tf": "o"}.get(
-            method, "D"
+    points = out["summary"]["points"]
+    for method in dict.fromkeys(p["method"] for p in points):  # in rank order
+        rows = [p for p in points if p["method"] == method]
+        ladder = rows[0]["kind"] != "tolerance"
+        marker = {"uniform_l1": "s--", "global_l1": "^--", "afp_tf": "o"}.get(
+            method, "s:" if ladder else "D"
         )
         ax.errorbar(
             [p["macs"]["mean"] for p in rows],

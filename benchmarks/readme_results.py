@@ -953,14 +953,15 @@ def _frontier(d: dict) -> str:
         "tolerance. Mean ± sd over seeds; drop = baseline − pruned, in points.\n",
     ]
     what = {
-        "uniform_l1": "fraction {:g}",
-        "uniform_l1_distill": "fraction {:g}",
-        "global_l1": "MACs ↓ target {:g}×",
+        "tolerance": "ε {:g}",
+        "fraction": "fraction {:g}",
+        "reduction_target": "MACs ↓ target {:g}×",
     }
+    older = {"uniform_l1": "fraction", "global_l1": "reduction_target"}  # files without "kind"
     rows = [
         [
             p["method"],
-            what.get(p["method"], "ε {:g}").format(p["point"]),
+            what[p.get("kind", older.get(p["method"], "tolerance"))].format(p["point"]),
             str(p["n"]),
             _pm(p["test"], 100),
             _pm(p["test_drop"], 100),
@@ -973,11 +974,11 @@ def _frontier(d: dict) -> str:
     ]
     header = ["method", "point", "seeds", "test %", "test drop", "MACs ↓", "params ↓", "epochs"]
     out.append(_table([*header, "wall s"], rows))
-    ladders = [
-        m
-        for m in ("uniform_l1", "global_l1", "uniform_l1_distill")
-        if any(m in r for r in s["afp_tf_vs_ladders"])
-    ]
+    ladders = list(
+        dict.fromkeys(
+            k for r in s["afp_tf_vs_ladders"] for k, v in r.items() if isinstance(v, dict)
+        )
+    )
     out.append(
         "afp_tf against each ladder at the same seed and test drop: the ladder's MACs reduction "
         "interpolated at afp_tf's drop, and afp_tf's reduction over it (above 1: afp_tf removes "

@@ -87,7 +87,7 @@ def test_write_result_has_required_keys_and_afp_tf_over_uniform(tmp_path, monkey
     ]
     for r in runs:
         point = r.get("tolerance", r.get("fraction"))
-        path = f._point_dir(work, 0, r["method"], point) / "run.json"
+        path = f._point_dir(work, 0, r["method"], point, "fraction" in r) / "run.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(r))
     cfg = ml_collections.ConfigDict(
@@ -157,61 +157,107 @@ def test_parse_variant_splits_overrides_and_refuses_bad_specs():
             f.parse_variant(bad)
 
 
-def test_main_distill_adds_the_distilled_uniform_ladder_after_the_others(tmp_path, monkeypatch):
+def test_main_ladder_variant_runs_the_uniform_ladder_again_after_the_others(tmp_path, monkeypatch):
     f = _frontier()
     calls = []
     monkeypatch.setattr(f, "_run_one", lambda cfg, w, seed, m, p, *a: calls.append((m, p, a[-1])))
     monkeypatch.setattr(f, "_write", lambda *a: {})
     args = ["lenet5_fashion_mnist", "--seeds", "0", "--tolerances", "0.01", "--fractions", "0.3"]
-    f.main([*args, "--reductions", "2", "--workdir", str(tmp_path), "--distill", "0.5"])
+    args += ["--reductions", "2", "--workdir", str(tmp_path)]
+    f.main([*args, "--ladder-variant", "uniform_l1_distill:prune.distill=0.5"])
     assert [c[:2] for c in calls] == [
         ("afp_tf", 0.01),
         ("uniform_l1", 0.3),
         ("global_l1", 2.0),
         ("uniform_l1_distill", 0.3),
     ]
-    assert {c[2] for c in calls} == {0.5}
+    assert calls[0][2] == {"uniform_l1_distill": ["prune.distill=0.5"]}
     calls.clear()
-    f.main([*args, "--reductions", "2", "--workdir", str(tmp_path)])
-    assert "uniform_l1_distill" not in {c[0] for c in calls}  # only with --distill
-    with pytest.raises(SystemExit, match="--distill"):
-        f.main([*args, "--methods", "afp_tf,uniform_l1_distill", "--workdir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--distill"):
-        f.main([*args, "--distill", "1.5", "--workdir", str(tmp_path)])
+    f.main(args)
+    assert "uniform_l1_distill" not in {c[0] for c in calls}  # only with --ladder-variant
+    for bad in ("uniform_l1:prune.distill=0.5", "lr_high"):
+        with pytest.raises(SystemExit, match="--ladder-variant"):
+            f.main([*args, "--ladder-variant", bad])
+    with pytest.raises(SystemExit, match="share the names"):
+        f.main([*args, "--ladder-variant", "x:prune.distill=0.5", "--variant", "x:prune.p_max=0.1"])
 
 
-def test_ladder_point_distilled_uniform_distils_from_the_seed_baseline(tmp_path, monkeypatch):
+def test_ladder_point_applies_the_variant_and_distils_only_when_it_sets_distill(
+    tmp_path, monkeypatch
+):
     f = _frontier()
     seen = {}
 
     def comparison_run(c, data, run_dir, method_fn, teacher=None):
-        seen[run_dir.name] = (c.prune.distill, teacher)
+        seen[run_dir.name] = (c.prune.distill, c.prune.learning_rate, c.seed, teacher)
         return {}
 
     monkeypatch.setattr(f.compare, "comparison_run", comparison_run)
     monkeypatch.setattr(f, "load_task", lambda c: None)
     cfg = f.config_lib.load_config("lenet5_fashion_mnist")
     base = {"seed_overrides": ["seed=1"], "model": tmp_path / "baseline.keras", "macs": 100}
-    for method in ("uniform_l1", "uniform_l1_distill"):
-        f._ladder_point(cfg, base, tmp_path / method, method, 0.3, 4, 0.1, 0.5)
-    assert seen == {
-        "uniform_l1": (0.0, None),
-        "uniform_l1_distill": (0.5, tmp_path / "baseline.keras"),
+    variants = {
+        "uniform_l1": [],
+        "uniform_l1_distill": ["prune.distill=0.5"],
+        "uniform_l1_lr": ["prune.learning_rate=0.02"],
     }
-    assert cfg.prune.distill == 0.0  # the config given is not changed
+    for method, added in variants.items():
+        f._ladder_point(cfg, base, tmp_path / method, method, 0.3, 4, 0.1, added)
+    assert seen == {
+        "uniform_l1": (0.0, cfg.prune.learning_rate, 1, None),
+        "uniform_l1_distill": (0.5, cfg.prune.learning_rate, 1, tmp_path / "baseline.keras"),
+        "uniform_l1_lr": (0.0, 0.02, 1, None),
+    }
+    assert cfg.prune.distill == 0.0 and cfg.seed == 0  # the config given is not changed
 
 
-def test_write_compares_afp_tf_with_the_distilled_uniform_ladder(tmp_path, monkeypatch):
+def test_run_one_records_a_ladder_variant_in_its_own_fraction_directory(tmp_path, monkeypatch):
+    f = _frontier()
+    cfg = f.config_lib.load_config("lenet5_fashion_mnist")
+    base = {
+        "val": 0.9,
+        "test": 0.88,
+        "macs": 1000,
+        "params": 100,
+        "seed_overrides": ["seed=0"],
+        "model": tmp_path / "baseline.keras",
+        "overrides": [],
+    }
+    monkeypatch.setattr(f.seeds, "shared_baseline", lambda *a: base)
+    budget = f._point_dir(tmp_path, 0, "afp_tf", 0.01, False) / "run.json"
+    budget.parent.mkdir(parents=True)
+    budget.write_text(json.dumps({"epochs": 7}))
+    got = {}
+
+    def ladder_point(c, b, run_dir, method, point, epochs, rate, added):
+        got.update(run_dir=run_dir, epochs=epochs, added=added)
+        return {"val": 0.89, "test": 0.87, "macs": 500, "params": 50, "epochs_used": epochs}
+
+    monkeypatch.setattr(f, "_ladder_point", ladder_point)
+    lv = {"uniform_l1_lr": ["prune.learning_rate=0.02"]}
+    r = f._run_one(cfg, tmp_path, 0, "uniform_l1_lr", 0.3, 0.01, 0.1, {}, lv)
+    assert got == {
+        "run_dir": tmp_path / "seed0" / "uniform_l1_lr_frac0.3",
+        "epochs": 7,
+        "added": ["prune.learning_rate=0.02"],
+    }
+    assert (r["fraction"], r["overrides"], r["epochs"]) == (0.3, lv["uniform_l1_lr"], 7)
+    assert json.loads((got["run_dir"] / "run.json").read_text()) == r
+
+
+def test_write_compares_afp_tf_with_every_ladder_variant(tmp_path, monkeypatch):
     f = _frontier()
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     work = tmp_path / "work"
     runs = [
         _run("afp_tf_distill", 0, 0.87, 300_000, tolerance=0.01),  # 4x at drop 0.01
+        _run("uniform_l1_distill", 0, 0.87, 400_000, fraction=0.2),  # 3x at 0.01
         _run("uniform_l1", 0, 0.86, 600_000, fraction=0.2),  # 2x at drop 0.02
-        _run("uniform_l1_distill", 0, 0.87, 400_000, fraction=0.2, distill=0.5),  # 3x at 0.01
     ]
     for r in runs:
-        path = f._point_dir(work, 0, r["method"], r.get("tolerance", r.get("fraction")))
+        path = f._point_dir(
+            work, 0, r["method"], r.get("tolerance", r.get("fraction")), "fraction" in r
+        )
         path.mkdir(parents=True)
         (path / "run.json").write_text(json.dumps(r))
     cfg = ml_collections.ConfigDict(
@@ -220,7 +266,14 @@ def test_write_compares_afp_tf_with_the_distilled_uniform_ladder(tmp_path, monke
     out = f._write("vgg16_x0.5", "vgg16_fashion_mnist", cfg, work)
     methods = [r["method"] for r in out["runs"]]
     assert methods == ["afp_tf_distill", "uniform_l1", "uniform_l1_distill"]
+    kinds = [(p["method"], p["kind"]) for p in out["summary"]["points"]]
+    assert kinds == [
+        ("afp_tf_distill", "tolerance"),
+        ("uniform_l1", "fraction"),
+        ("uniform_l1_distill", "fraction"),
+    ]
     (row,) = out["summary"]["afp_tf_vs_ladders"]
+    assert [k for k, v in row.items() if isinstance(v, dict)] == methods[1:]
     assert row["uniform_l1_distill"]["macs_reduction_at_equal_drop"] == pytest.approx(3.0)
     assert row["uniform_l1_distill"]["afp_tf_over_it"] == pytest.approx(4.0 / 3.0)
     assert row["uniform_l1"]["macs_reduction_at_equal_drop"] == pytest.approx(2**0.5)
