@@ -1,4 +1,5 @@
-"""What every benchmark records next to its numbers: the command, the machine and the date."""
+"""What every benchmark records next to its numbers (the command, the machine, the date), and how
+it summarises seeds (mean ± sd)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import platform
 import shlex
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -33,6 +35,13 @@ def provenance() -> dict:
             "keras": keras.__version__,
         },
     }
+
+
+def mean_sd(values) -> dict:
+    """``{"mean", "sd"}`` of ``values`` (sample sd; 0 for a single value)."""
+    values = list(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "sd": sd}
 
 
 def write_result(name: str, result: dict) -> Path:

@@ -318,6 +318,16 @@ def _plot(out: dict, path: Path) -> None:
     save_macs_plot(fig, ax, out["config"]["name"], path)
 
 
+def plot_unpruned(ax, runs: list[dict]) -> None:
+    """The seeds' unpruned models on ``ax``: mean MACs, mean ± sd test accuracy (%)."""
+    bases = {(r["seed"], r["baseline_macs"], r["baseline_test"]) for r in runs}
+    if bases:
+        macs, test = common.mean_sd(b[1] for b in bases), common.mean_sd(100 * b[2] for b in bases)
+        ax.errorbar(
+            macs["mean"], test["mean"], yerr=test["sd"], fmt="*k", markersize=12, label="unpruned"
+        )
+
+
 def save_macs_plot(fig, ax, title: str, path: Path, spread: str = "") -> None:
     """Labels a test-accuracy-vs-MACs plot (log MACs) and writes it atomically as PNG."""
     import matplotlib.pyplot as plt

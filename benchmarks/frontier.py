@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -266,7 +265,7 @@ def summarize(runs: list[dict]) -> dict:
             "wall_seconds": [r["wall_seconds"] for r in rs],
         }
         row = {"method": method, "point": point, "kind": _kind(rs[0]), "n": len(rs)}
-        row.update({k: _stat(v) for k, v in cols.items()})
+        row.update({k: common.mean_sd(v) for k, v in cols.items()})
         points.append(row)
     ladders = list(dict.fromkeys(r["method"] for r in sorted(runs, key=_order) if _is_ladder(r)))
     matched = []
@@ -326,13 +325,6 @@ def _point(r: dict) -> float:
     return r[_kind(r)]
 
 
-def _stat(values: list[float]) -> dict:
-    return {
-        "mean": statistics.fmean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-    }
-
-
 def _write(name: str, config: str, cfg, workdir: Path) -> dict:
     """Rewrites the result file and plot from every finished run under ``workdir``."""
     runs = [io_utils.read_json(p) for p in sorted(workdir.glob("seed*/*/run.json"))]
@@ -384,17 +376,7 @@ def _plot(out: dict, path: Path) -> None:
             capsize=3,
             label=f"{method} (n={max(p['n'] for p in rows)} seeds)",
         )
-    bases = {(r["seed"], r["baseline_macs"], r["baseline_test"]) for r in out["runs"]}
-    if bases:
-        tests = [100 * b[2] for b in bases]
-        ax.errorbar(
-            statistics.fmean(b[1] for b in bases),
-            statistics.fmean(tests),
-            yerr=statistics.stdev(tests) if len(tests) > 1 else 0.0,
-            fmt="*k",
-            markersize=12,
-            label="unpruned",
-        )
+    compare.plot_unpruned(ax, out["runs"])
     title = f"{out['model']} ×{out['width']:g}"
     compare.save_macs_plot(fig, ax, title, path, spread=", mean ± sd over seeds")
 

@@ -21,7 +21,6 @@ metric. Resumable (``WORKDIR/seed<S>/drift_<recipe>_t<T>/``); writes
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -93,13 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
             r = {"recipe": name, **_run(cfg, base, run_dir, recipe, args.quantile, t)}
             runs.append(r)
             drifts.append(r["drift"])
+        drift = common.mean_sd(drifts)
         summary.append(
-            {
-                "recipe": name,
-                "drift_mean": statistics.fmean(drifts),
-                "drift_sd": statistics.stdev(drifts) if len(drifts) > 1 else 0.0,
-                "n": len(drifts),
-            }
+            {"recipe": name, "drift_mean": drift["mean"], "drift_sd": drift["sd"], "n": len(drifts)}
         )
         result = {
             "config": args.config,

@@ -25,7 +25,6 @@ headline row from that file.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -201,7 +200,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         }
         row = {"tolerance": eps, "method": method, "n": len(rs)}
         for k, v in cols.items():
-            row[k] = {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
+            row[k] = common.mean_sd(v)
         if method == "afp_tf":
             row["test_drop_within_tolerance_plus_0.3pt"] = sum(
                 d <= eps + 0.003 + 1e-9 for d in cols["test_drop"]
@@ -228,17 +227,7 @@ def _plot(out: dict, path: Path) -> None:
             capsize=3,
             label=f"{row['method']} ε={row['tolerance']:g} (n={row['n']})",
         )
-    bases = {(r["seed"], r["baseline_macs"], r["baseline_test"]) for r in out["runs"]}
-    if bases:
-        tests = [100 * b[2] for b in bases]
-        ax.errorbar(
-            statistics.fmean(b[1] for b in bases),
-            statistics.fmean(tests),
-            yerr=statistics.stdev(tests) if len(tests) > 1 else 0.0,
-            fmt="*k",
-            markersize=12,
-            label="unpruned",
-        )
+    compare.plot_unpruned(ax, out["runs"])
     compare.save_macs_plot(fig, ax, out["config"], path, spread=", mean ± sd over seeds")
 
 
