@@ -974,10 +974,10 @@ def _frontier(d: dict) -> str:
     ]
     header = ["method", "point", "seeds", "test %", "test drop", "MACs ↓", "params ↓", "epochs"]
     out.append(_table([*header, "wall s"], rows))
-    ladders = list(
-        dict.fromkeys(
-            k for r in s["afp_tf_vs_ladders"] for k, v in r.items() if isinstance(v, dict)
-        )
+    first = ("uniform_l1", "global_l1")  # then the ladder variants, by name
+    ladders = sorted(
+        {k for r in s["afp_tf_vs_ladders"] for k, v in r.items() if isinstance(v, dict)},
+        key=lambda m: (first.index(m) if m in first else len(first), m),
     )
     out.append(
         "afp_tf against each ladder at the same seed and test drop: the ladder's MACs reduction "

@@ -167,6 +167,15 @@ def test_failure_halves_rate_and_accepted_rounds_restore_it():
     assert c.plan(0.9).quantile == pytest.approx(0.2)  # capped at full speed
 
 
+def test_adaptive_retry_after_a_failure_is_its_new_estimate_times_the_halved_scale():
+    c = _ctrl(rule="adaptive", p_max=0.3, p_min=0.01)
+    assert c.plan(0.9).quantile == pytest.approx(0.3)  # R = 0.02, nothing measured yet
+    c.observe("failed", before=0.9, metric=0.87, removed_fraction=0.3)  # missed: drop 0.03
+    assert c.cost == pytest.approx(0.1)
+    # R / (2c) = 0.1, times the halved scale: 0.05, a sixth of what failed (not half)
+    assert c.plan(0.9).quantile == pytest.approx(0.05)
+
+
 def test_failure_linear_scales_threshold_and_strength():
     c = _ctrl(rule="linear", delta_w=0.5, delta_lambda=0.05)
     c.observe("failed", before=0.9, metric=0.85, removed_fraction=0.1)

@@ -20,7 +20,9 @@ Failures: a failed round (recovery missed ``accept_floor``) or a non-finite loss
 by the caller and reported with :meth:`PruningRateController.observe`; it halves a persistent
 ``scale`` that multiplies ``p_t`` (or ``W_t``) and ``λ_t``, so the retry targets the least
 important half of what failed (the same model, the same ranking: a bisection of the candidate
-set), and it doubles the retry's recovery (:meth:`recovery_epochs`). An accepted round doubles
+set) under every rule but adaptive, where the failed round's own cost also replaces ``c`` (the
+retry is then smaller than half: a miss cost more than ``R_t``); it doubles the retry's
+recovery (:meth:`recovery_epochs`). An accepted round doubles
 ``scale`` back (capped at 1) and resets the consecutive-failure count. Pruning stops after
 ``max_failures`` consecutive failed rounds, more than ``max_nonfinite`` consecutive non-finite
 ones, a round without candidates, the MACs target, the latency target (the predicted latency
