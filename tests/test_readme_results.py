@@ -90,6 +90,7 @@ def _frontier():
                 point("afp_tf", 0.005, 0.001, 1.2),
                 point("afp_tf", 0.01, 0.004, 3.0),
                 point("uniform_l1", 0.2, 0.003, 1.5),
+                {**point("a_ladder_variant", 0.2, 0.002, 1.5), "kind": "fraction"},
             ],
             "afp_tf_vs_ladders": [
                 {
@@ -97,6 +98,7 @@ def _frontier():
                     "tolerance": 0.01,
                     "test_drop": 0.004,
                     "macs_reduction": 3.0,
+                    "a_ladder_variant": {**ladder, "afp_tf_over_it": 1.2},
                     "uniform_l1": ladder,
                     "within_tolerance_plus_0.3pt": True,
                 }
@@ -223,7 +225,9 @@ def test_results_page_frontier_section_and_plot(gen, results):
     section = page.split("## frontier_tiny\n")[1].split("\n## ")[0]
     assert "![frontier_tiny](../results/frontier_tiny.png)" in section
     assert "| uniform_l1 | fraction 0.2 | 1 |" in section
-    assert "| afp_tf | 0 | 0.01 | 0.40 | 3.00× | 2.00× | 1.50× | yes |" in section
+    assert "| a_ladder_variant | fraction 0.2 | 1 |" in section  # its kind, not its name
+    # uniform ℓ1's columns first, then the ladder variants (the file's keys are sorted)
+    assert "| afp_tf | 0 | 0.01 | 0.40 | 3.00× | 2.00× | 1.50× | 2.00× | 1.20× | yes |" in section
     cover = page.split("## surgery_coverage\n")[1].split("\n## ")[0].strip()
     assert cover.startswith("1 of 3 architectures pass the golden test")
     assert "k B (rel. error 3.0e-03); k C (failed: boom)" in cover
