@@ -10,7 +10,9 @@
 # rounds; afp_tf at ε = 0.005, 0.01, 0.02; uniform ℓ1 at fractions 0.2-0.6 and global ℓ1 at
 # 1.5-6× fewer MACs, each fine-tuned for afp_tf's epochs at ε = 0.01 on the same seed; the
 # afp_tf_endgame variant (near misses recover 2 more epochs, stop when under a quarter of the
-# spendable tolerance is left or a round would save under 1 % of the MACs) at ε = 0.01.
+# spendable tolerance is left or a round would save under 1 % of the MACs) at ε = 0.01; the
+# afp_tf_lr_train variant (pruning and recovery at the training rate, 0.02, not a tenth of it)
+# and its fair ladder row uniform_l1_lr_train (the uniform ladder fine-tuned at 0.02).
 set -e
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -30,7 +32,9 @@ for name in ${@:-vgg16_x0.5}; do
         --override model.width=0.5 --override data.train_subset=6000 \
         --override train.baseline_epochs=12 --override prune.max_rounds=10 \
         --override prune.learning_rate=0.002 \
-        --variant afp_tf_endgame:prune.extend_epochs=2,prune.min_headroom=0.25,prune.min_round_macs=0.01 ;;
+        --variant afp_tf_endgame:prune.extend_epochs=2,prune.min_headroom=0.25,prune.min_round_macs=0.01 \
+        --variant afp_tf_lr_train:prune.learning_rate=0.02 \
+        --ladder-variant uniform_l1_lr_train:prune.learning_rate=0.02 ;;
     *) echo "unknown frontier setting $name (vgg16_x0.5)" >&2; exit 2 ;;
   esac
 done
