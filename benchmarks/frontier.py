@@ -167,6 +167,7 @@ def _run_one(
             overrides = [*base["overrides"], f"prune.tolerance={point}", *added]
             r = compare.afp_run(cfg, run_dir, overrides)
             extra = {"tolerance": point, "rounds": r["rounds"], "stop": r["stop_reason"]}
+            extra["history"] = round_history(run_dir)
             if added:
                 extra["overrides"] = added
         else:
@@ -192,6 +193,24 @@ def _run_one(
     }
     io_utils.write_json(done, record)
     return record
+
+
+ROUND_KEYS = (
+    "outcome",
+    "quantile",
+    "removed",
+    "macs",
+    "metric_before",
+    "metric",
+    "recovery_epochs",
+)
+
+
+def round_history(run_dir: Path) -> list[dict]:
+    """Every round of an afp_tf run (its ``report.json``), ``ROUND_KEYS`` of each: which rounds
+    failed, at what size, from how far above the floor."""
+    history = io_utils.read_json(run_dir / "report.json")["history"]
+    return [{k: h[k] for k in ROUND_KEYS if k in h} for h in history]
 
 
 def _ladder_point(

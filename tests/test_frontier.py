@@ -245,6 +245,76 @@ def test_run_one_records_a_ladder_variant_in_its_own_fraction_directory(tmp_path
     assert json.loads((got["run_dir"] / "run.json").read_text()) == r
 
 
+def test_run_one_records_an_afp_variant_with_its_round_history(tmp_path, monkeypatch):
+    f = _frontier()
+    cfg = f.config_lib.load_config("lenet5_fashion_mnist")
+    base = {
+        "val": 0.9,
+        "test": 0.88,
+        "macs": 1000,
+        "params": 100,
+        "seed_overrides": ["seed=0"],
+        "model": tmp_path / "baseline.keras",
+        "overrides": ["seed=0"],
+    }
+    monkeypatch.setattr(f.seeds, "shared_baseline", lambda *a: base)
+    rounds = [
+        {
+            "outcome": "failed",
+            "quantile": 0.3,
+            "removed": 70,
+            "macs": 400,
+            "metric_before": 0.9,
+            "metric": 0.87,
+            "recovery_epochs": 2,
+            "removed_per_group": {"c": 70},
+            "seconds": 5.0,
+        },
+        {
+            "outcome": "accepted",
+            "quantile": 0.05,
+            "removed": 12,
+            "macs": 800,
+            "metric_before": 0.9,
+            "metric": 0.895,
+            "recovery_epochs": 4,
+        },
+    ]
+    seen = {}
+
+    def afp_run(c, run_dir, overrides):
+        seen["overrides"] = overrides
+        run_dir.mkdir(parents=True, exist_ok=True)  # as the pipeline does
+        (run_dir / "report.json").write_text(json.dumps({"history": rounds}))
+        return {
+            "val": 0.89,
+            "test": 0.875,
+            "macs": 800,
+            "params": 90,
+            "epochs_used": 9,
+            "rounds": 1,
+            "stop_reason": "round budget",
+        }
+
+    monkeypatch.setattr(f.compare, "afp_run", afp_run)
+    variants = {"lr_train": ["prune.learning_rate=0.02"]}
+    r = f._run_one(cfg, tmp_path, 0, "lr_train", 0.01, 0.01, 0.1, variants, {})
+    assert seen["overrides"] == ["seed=0", "prune.tolerance=0.01", "prune.learning_rate=0.02"]
+    # the per-group counts and timings stay in the run's report
+    assert r["history"][0] == {
+        "outcome": "failed",
+        "quantile": 0.3,
+        "removed": 70,
+        "macs": 400,
+        "metric_before": 0.9,
+        "metric": 0.87,
+        "recovery_epochs": 2,
+    }
+    assert [h["outcome"] for h in r["history"]] == ["failed", "accepted"]
+    assert (r["tolerance"], r["rounds"], r["stop"], r["epochs"]) == (0.01, 1, "round budget", 9)
+    assert (tmp_path / "seed0" / "lr_train_eps0.01" / "run.json").is_file()
+
+
 def test_write_compares_afp_tf_with_every_ladder_variant(tmp_path, monkeypatch):
     f = _frontier()
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
