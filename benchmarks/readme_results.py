@@ -957,11 +957,10 @@ def _frontier(d: dict) -> str:
         "fraction": "fraction {:g}",
         "reduction_target": "MACs ↓ target {:g}×",
     }
-    older = {"uniform_l1": "fraction", "global_l1": "reduction_target"}  # files without "kind"
     rows = [
         [
             p["method"],
-            what[p.get("kind", older.get(p["method"], "tolerance"))].format(p["point"]),
+            what[p["kind"]].format(p["point"]),
             str(p["n"]),
             _pm(p["test"], 100),
             _pm(p["test_drop"], 100),

@@ -211,9 +211,8 @@ def test_ladder_point_applies_the_variant_and_distils_only_when_it_sets_distill(
     assert cfg.prune.distill == 0.0 and cfg.seed == 0  # the config given is not changed
 
 
-def test_run_one_records_a_ladder_variant_in_its_own_fraction_directory(tmp_path, monkeypatch):
-    f = _frontier()
-    cfg = f.config_lib.load_config("lenet5_fashion_mnist")
+def _shared_baseline(f, tmp_path, monkeypatch, overrides):
+    """The LeNet-5 config, with ``seeds.shared_baseline`` faked (seed 0, 1000 MACs)."""
     base = {
         "val": 0.9,
         "test": 0.88,
@@ -221,9 +220,15 @@ def test_run_one_records_a_ladder_variant_in_its_own_fraction_directory(tmp_path
         "params": 100,
         "seed_overrides": ["seed=0"],
         "model": tmp_path / "baseline.keras",
-        "overrides": [],
+        "overrides": overrides,
     }
     monkeypatch.setattr(f.seeds, "shared_baseline", lambda *a: base)
+    return f.config_lib.load_config("lenet5_fashion_mnist")
+
+
+def test_run_one_records_a_ladder_variant_in_its_own_fraction_directory(tmp_path, monkeypatch):
+    f = _frontier()
+    cfg = _shared_baseline(f, tmp_path, monkeypatch, overrides=[])
     budget = f._point_dir(tmp_path, 0, "afp_tf", 0.01, False) / "run.json"
     budget.parent.mkdir(parents=True)
     budget.write_text(json.dumps({"epochs": 7}))
@@ -247,17 +252,7 @@ def test_run_one_records_a_ladder_variant_in_its_own_fraction_directory(tmp_path
 
 def test_run_one_records_an_afp_variant_with_its_round_history(tmp_path, monkeypatch):
     f = _frontier()
-    cfg = f.config_lib.load_config("lenet5_fashion_mnist")
-    base = {
-        "val": 0.9,
-        "test": 0.88,
-        "macs": 1000,
-        "params": 100,
-        "seed_overrides": ["seed=0"],
-        "model": tmp_path / "baseline.keras",
-        "overrides": ["seed=0"],
-    }
-    monkeypatch.setattr(f.seeds, "shared_baseline", lambda *a: base)
+    cfg = _shared_baseline(f, tmp_path, monkeypatch, overrides=["seed=0"])
     rounds = [
         {
             "outcome": "failed",

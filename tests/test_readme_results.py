@@ -62,10 +62,11 @@ def _stat(mean):
 
 
 def _frontier():
-    def point(method, point, drop, reduction):
+    def point(method, point, drop, reduction, kind="tolerance"):
         return {
             "method": method,
             "point": point,
+            "kind": kind,
             "n": 1,
             "test": _stat(0.9 - drop),
             "test_drop": _stat(drop),
@@ -89,8 +90,8 @@ def _frontier():
             "points": [
                 point("afp_tf", 0.005, 0.001, 1.2),
                 point("afp_tf", 0.01, 0.004, 3.0),
-                point("uniform_l1", 0.2, 0.003, 1.5),
-                {**point("a_ladder_variant", 0.2, 0.002, 1.5), "kind": "fraction"},
+                point("uniform_l1", 0.2, 0.003, 1.5, "fraction"),
+                point("a_ladder_variant", 0.2, 0.002, 1.5, "fraction"),
             ],
             "afp_tf_vs_ladders": [
                 {
